@@ -1,0 +1,36 @@
+# Gatehouse: `make run` for the demo portal, `make test` for the whole suite.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test install install-test system-packages clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e ".[worker,test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test system-packages
+
+# Debian packages the browser and compose tests use (installed only when missing).
+system-packages:
+	@scripts/install-system-packages.sh chromium:chromium docker-compose:docker-compose
+
+run: install
+	scripts/run-demo.sh
+
+test: install-test
+	DEBUG=0 $(PY) manage.py collectstatic --noinput -v 0
+	scripts/with-services.sh $(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) staticfiles var .pytest_cache

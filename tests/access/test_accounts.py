@@ -1,0 +1,109 @@
+"""Sign-up, e-mail verification, login, password reset and login rate limiting."""
+
+from urllib.parse import urlparse
+
+import pytest
+from allauth.account.models import EmailAddress
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+
+from tests.conftest import link_in
+from tests.factories import DEFAULT_PASSWORD, UserFactory
+
+pytestmark = pytest.mark.django_db
+NEW_PASSWORD = "a much better passphrase 42"
+
+
+def sign_up(client, capture, email="new.researcher@uni.example.edu"):
+    with capture(execute=True):
+        return client.post(
+            reverse("account_signup"), {"email": email, "password1": DEFAULT_PASSWORD, "password2": DEFAULT_PASSWORD}
+        )
+
+
+def log_in(client, email, password=DEFAULT_PASSWORD):
+    return client.post(reverse("account_login"), {"login": email, "password": password})
+
+
+def test_sign_up_sends_a_verification_link_and_login_waits_for_it(client, mailoutbox, django_capture_on_commit_callbacks):
+    response = sign_up(client, django_capture_on_commit_callbacks)
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("account_email_verification_sent")
+    user = get_user_model().objects.get(email="new.researcher@uni.example.edu")
+    assert user.password.startswith("argon2")
+    assert "_auth_user_id" not in client.session
+    assert len(mailoutbox) == 1
+    assert mailoutbox[0].to == ["new.researcher@uni.example.edu"]
+
+    # Not verified yet: logging in only re-sends the verification e-mail.
+    response = log_in(client, "new.researcher@uni.example.edu")
+    assert response.status_code == 302
+    assert response["Location"] == reverse("account_email_verification_sent")
+    assert "_auth_user_id" not in client.session
+
+    confirm_path = urlparse(link_in(mailoutbox[0].body, "/accounts/confirm-email/")).path
+    assert client.get(confirm_path).status_code == 200
+    client.post(confirm_path)
+    assert EmailAddress.objects.get(user=user).verified
+
+    response = log_in(client, "new.researcher@uni.example.edu")
+    assert response.status_code == 302
+    assert int(client.session["_auth_user_id"]) == user.pk
+    assert "Signed in as" in client.get(reverse("home")).content.decode()
+
+
+def test_sign_up_rejects_a_weak_password_with_a_field_error(client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("account_signup"), {"email": "x@uni.example.edu", "password1": "12345678", "password2": "12345678"}
+        )
+    assert response.status_code == 200
+    assert "This password is too short" in response.content.decode()
+    assert not get_user_model().objects.filter(email="x@uni.example.edu").exists()
+
+
+def test_e_mail_addresses_are_unique_whatever_their_case(client, mailoutbox, django_capture_on_commit_callbacks):
+    UserFactory(email="taken@uni.example.edu")
+    sign_up(client, django_capture_on_commit_callbacks, email="Taken@Uni.Example.edu")
+    assert get_user_model().objects.filter(email__iexact="taken@uni.example.edu").count() == 1
+    # Enumeration is prevented: the owner is told by e-mail, the visitor sees the usual page.
+    assert len(mailoutbox) == 1
+    assert "already" in mailoutbox[0].body.lower()
+
+
+def test_password_reset_by_e_mail_link(client, user, mailoutbox, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("account_reset_password"), {"email": user.email})
+    assert response.status_code == 302
+    assert len(mailoutbox) == 1
+
+    reset_path = urlparse(link_in(mailoutbox[0].body, "/accounts/password/reset/key/")).path
+    form_page = client.get(reset_path, follow=True)
+    assert form_page.status_code == 200
+    set_path = form_page.redirect_chain[-1][0] if form_page.redirect_chain else reset_path
+    response = client.post(set_path, {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    assert response.status_code == 302
+
+    client.logout()
+    assert "_auth_user_id" not in log_in(client, user.email).wsgi_request.session
+    log_in(client, user.email, NEW_PASSWORD)
+    assert int(client.session["_auth_user_id"]) == user.pk
+
+
+def test_repeated_failed_logins_are_rate_limited_even_with_the_right_password(client, user):
+    for _ in range(5):
+        response = log_in(client, user.email, "not the password")
+        assert response.status_code == 200
+        assert "_auth_user_id" not in client.session
+
+    response = log_in(client, user.email, DEFAULT_PASSWORD)
+    assert "_auth_user_id" not in client.session
+    assert "Too many failed login attempts" in response.content.decode()
+
+
+def test_logout_ends_the_session(client, user):
+    log_in(client, user.email)
+    client.post(reverse("account_logout"))
+    assert "_auth_user_id" not in client.session
+    assert "Sign in" in client.get(reverse("home")).content.decode()

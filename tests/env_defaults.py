@@ -1,0 +1,12 @@
+"""Pytest plugin loaded before Django: the test suite's service defaults.
+
+Tests run against real PostgreSQL and Redis on their standard local ports unless the
+environment says otherwise (``make test`` exports what it started).
+"""
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gatehouse")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/2")
+os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "1")
