@@ -71,6 +71,7 @@ JSON
     -master.volumeSizeLimitMB=64 -volume.max=50 -s3.port=8333 -s3.config="$state/s3.json" \
     >"$state/weed.log" 2>&1 &
   echo $! > "$state/weed.pid"
+  disown
   started+=(seaweedfs)
   wait_for_port 8333 60 SeaweedFS
 }
