@@ -265,3 +265,21 @@ LOGGING = {
 STAFF_MFA_PATH_PREFIXES = ["/admin/", "/review/", "/api/v1/review/"]
 # Accept the previous and next 30-second TOTP step too (clock drift on phones).
 MFA_TOTP_TOLERANCE = 1
+
+# Downloads (artifacts app).
+DOWNLOAD_LINK_TTL_SECONDS = env_int("DOWNLOAD_LINK_TTL_SECONDS", 24 * 3600)
+DOWNLOAD_PRESIGN_SECONDS = min(env_int("DOWNLOAD_PRESIGN_SECONDS", 300), 300)
+DOWNLOAD_LIMIT_PER_FILE = env_int("DOWNLOAD_LIMIT_PER_FILE", 10)
+DOWNLOAD_LIMIT_WINDOW_SECONDS = env_int("DOWNLOAD_LIMIT_WINDOW_SECONDS", 24 * 3600)
+ARTIFACT_HASH_INLINE_MAX_FILES = env_int("ARTIFACT_HASH_INLINE_MAX_FILES", 16)
+ARTIFACT_HASH_BATCH_FILES = env_int("ARTIFACT_HASH_BATCH_FILES", 8)
+ARTIFACT_VERIFY_INTERVAL_HOURS = env_int("ARTIFACT_VERIFY_INTERVAL_HOURS", 24 * 7)
+CLOUDFRONT_DOMAIN = os.environ.get("CLOUDFRONT_DOMAIN", "")
+CLOUDFRONT_KEY_ID = os.environ.get("CLOUDFRONT_KEY_ID", "")
+CLOUDFRONT_PRIVATE_KEY_PATH = os.environ.get("CLOUDFRONT_PRIVATE_KEY_PATH", "")
+CELERY_BEAT_SCHEDULE = {
+    "artifacts-verify-releases": {
+        "task": "artifacts.verify_all_releases",
+        "schedule": ARTIFACT_VERIFY_INTERVAL_HOURS * 3600,
+    },
+}

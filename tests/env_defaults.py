@@ -10,3 +10,6 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gateho
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/2")
 os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "1")
+os.environ.setdefault("S3_ENDPOINT_URL", "http://127.0.0.1:8333")
+os.environ.setdefault("S3_ACCESS_KEY_ID", "gatehouse-test")
+os.environ.setdefault("S3_SECRET_ACCESS_KEY", "gatehouse-test-secret")

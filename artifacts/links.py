@@ -1,0 +1,49 @@
+"""Signed download links: ``/dl/<token>``, bound to a user, a file and a grant generation.
+
+Tokens are Django-signed (salted for this purpose only) and timestamped; revoking or
+renewing a grant bumps its generation, which kills every link issued before.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from django.core import signing
+
+SALT = "gatehouse.artifacts.download-link"
+
+
+class LinkInvalid(Exception):
+    """The token was altered, truncated or signed with another key."""
+
+
+class LinkExpired(Exception):
+    """The token is genuine but older than its lifetime."""
+
+
+@dataclass(frozen=True)
+class LinkClaims:
+    user_id: int
+    file_id: int
+    grant_id: int
+    generation: int
+    link_id: str
+
+
+def link_token_make(*, user_id: int, file_id: int, grant_id: int, generation: int) -> str:
+    payload = {"u": user_id, "f": file_id, "g": grant_id, "n": generation, "l": secrets.token_hex(8)}
+    return signing.dumps(payload, salt=SALT, compress=False)
+
+
+def link_token_read(token: str, *, max_age: int) -> LinkClaims:
+    try:
+        payload = signing.loads(token, salt=SALT, max_age=max_age)
+    except signing.SignatureExpired as error:
+        raise LinkExpired(str(error)) from error
+    except signing.BadSignature as error:
+        raise LinkInvalid(str(error)) from error
+    try:
+        return LinkClaims(int(payload["u"]), int(payload["f"]), int(payload["g"]), int(payload["n"]), str(payload["l"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise LinkInvalid("malformed payload") from error

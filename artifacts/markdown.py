@@ -1,0 +1,16 @@
+"""Markdown documents rendered to safe HTML (no scripts, no inline handlers)."""
+
+import markdown
+import nh3
+from django.utils.safestring import SafeString, mark_safe
+
+ALLOWED_TAGS = {
+    "a", "abbr", "blockquote", "br", "code", "dd", "del", "div", "dl", "dt", "em", "h1", "h2", "h3", "h4",
+    "h5", "h6", "hr", "img", "li", "ol", "p", "pre", "span", "strong", "sub", "sup", "table", "tbody", "td",
+    "th", "thead", "tr", "ul",
+}
+
+
+def render_markdown(text: str) -> SafeString:
+    html = markdown.markdown(text, extensions=["tables", "fenced_code", "sane_lists"])
+    return mark_safe(nh3.clean(html, tags=ALLOWED_TAGS, link_rel="noopener noreferrer nofollow"))

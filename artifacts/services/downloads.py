@@ -1,0 +1,202 @@
+"""Manifests of signed links, and the decision taken when a link is used."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Min
+from django.urls import reverse
+from django.utils import timezone
+
+from access.models import Grant, User
+from artifacts.links import LinkExpired, LinkInvalid, link_token_make, link_token_read
+from artifacts.models import ArtifactFile, DownloadEvent, Release, Variant
+from artifacts.selectors import downloads_counted_since, grant_active_for
+from artifacts.storage import Storage, storage_for
+
+RANGE_PATTERN = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class ManifestRefused(Exception):
+    """No manifest for this user: the message says what to do."""
+
+    def __init__(self, message: str, *, code: str, status: int = 403):
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
+def manifest_issue(*, user: User, release: Release, variant: Variant, base_url: str) -> dict:
+    """Fresh signed links for every verified file of a variant (self-service, any time)."""
+    grant = grant_active_for(user=user, release=release)
+    if grant is None:
+        raise ManifestRefused(
+            f"You have no active access to {release.name}. Apply for it, or renew it if it expired.",
+            code="no_active_grant",
+        )
+    blocker = licence_blocker(user=user, release=release)
+    if blocker:
+        raise ManifestRefused(blocker, code="licence_acceptance_required")
+    now = timezone.now()
+    expires_at = min(now + datetime.timedelta(seconds=settings.DOWNLOAD_LINK_TTL_SECONDS), grant.expires_at)
+    files = list(variant.files.order_by("path"))
+    counted = downloads_counted_since(user_id=user.pk, file_ids=[file.pk for file in files])
+    entries, withheld = [], []
+    for file in files:
+        if not file.is_downloadable:
+            withheld.append({"path": file.path, "reason": file.get_integrity_display()})
+            continue
+        token = link_token_make(user_id=user.pk, file_id=file.pk, grant_id=grant.pk, generation=grant.generation)
+        entries.append({
+            "path": file.path,
+            "size": file.size,
+            "sha256": file.sha256,
+            "md5": file.md5,
+            "url": base_url + reverse("artifacts:download", args=[token]),
+            "downloads_remaining": max(settings.DOWNLOAD_LIMIT_PER_FILE - counted.get(file.pk, 0), 0),
+        })
+    return {
+        "release": release.slug,
+        "variant": variant.name,
+        "expires_at": expires_at.isoformat(),
+        "grant_expires_at": grant.expires_at.isoformat(),
+        "files": entries,
+        "withheld": withheld,
+    }
+
+
+def licence_blocker(*, user: User, release: Release) -> str:
+    """Why the user must (re)accept the release's licence first, or '' when nothing blocks."""
+    from access import selectors as access_selectors
+
+    required = getattr(access_selectors, "licence_acceptance_required", None)
+    if required is None:
+        return ""
+    version = required(user=user, release=release)
+    if version is None:
+        return ""
+    return f"Accept version {version.number} of the {version.licence.title} before downloading."
+
+
+@dataclass
+class Decision:
+    """What to answer to a use of ``/dl/<token>``."""
+
+    status: int
+    code: str = ""
+    message: str = ""
+    redirect_url: str = ""
+    retry_after: int | None = None
+    file: ArtifactFile | None = None
+    storage: Storage | None = None
+    byte_range: tuple[int, int] | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """A single ``bytes=`` range as inclusive (start, end); None for no/unsupported header.
+
+    Raises ValueError when the range cannot be satisfied.
+    """
+    match = RANGE_PATTERN.match(header.strip()) if header else None
+    if not match or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if first == "":
+        length = int(last)
+        if length == 0:
+            raise ValueError("empty suffix range")
+        return max(size - length, 0), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or start > end:
+        raise ValueError("range outside the file")
+    return start, end
+
+
+def _refuse(event: DownloadEvent, status: int, code: str, message: str, **extra) -> Decision:
+    event.outcome = code
+    event.save()
+    return Decision(status=status, code=code, message=message, **extra)
+
+
+@transaction.atomic
+def download_authorize(*, token: str, range_header: str, ip: str | None, user_agent: str) -> Decision:
+    """Check a link, count the download, and say how to serve it; every use is recorded."""
+    event = DownloadEvent(ip=ip, user_agent=user_agent[:500], range_header=range_header[:100])
+    O = DownloadEvent.Outcome
+    try:
+        claims = link_token_read(token, max_age=settings.DOWNLOAD_LINK_TTL_SECONDS)
+    except LinkExpired:
+        return _refuse(event, 410, O.EXPIRED,
+                       "This download link has expired. Get fresh links from My access or the manifest API: "
+                       "they can be re-issued at any time while your access is active.")
+    except LinkInvalid:
+        return _refuse(event, 403, O.INVALID,
+                       "This download link is not valid: it was altered or cut short (e-mail link protection "
+                       "does this). Copy links from My access or use the download clients.")
+    grant = Grant.objects.select_for_update().filter(pk=claims.grant_id, user_id=claims.user_id).first()
+    file = ArtifactFile.objects.select_related("variant__release").filter(pk=claims.file_id).first()
+    if grant is None or file is None or file.variant.release_id != grant.release_id:
+        return _refuse(event, 403, O.INVALID, "This download link does not match any file you have access to.")
+    event.user_id, event.grant, event.file, event.link_id = claims.user_id, grant, file, claims.link_id
+    if grant.revoked_at is not None:
+        return _refuse(event, 403, O.REVOKED,
+                       "Your access to this release was revoked, so its links no longer work. "
+                       "My access shows the reason.")
+    if not grant.is_active():
+        return _refuse(event, 403, O.REVOKED, "Your access to this release has expired. Renew it from My access.")
+    if claims.generation != grant.generation:
+        return _refuse(event, 410, O.EXPIRED,
+                       "This link was issued before your access was renewed. Get fresh links from My access.")
+    blocker = licence_blocker(user=grant.user, release=file.variant.release)
+    if blocker:
+        return _refuse(event, 403, O.REVOKED, blocker)
+    if not file.is_downloadable:
+        return _refuse(event, 409, O.WITHHELD,
+                       f"{file.path} is withheld: {file.get_integrity_display()}. It will be available again "
+                       "once staff have repaired it; the release page shows the notice.")
+    try:
+        byte_range = parse_range(range_header, file.size or 0)
+    except ValueError:
+        return _refuse(event, 416, O.INVALID, "The requested byte range is outside the file.",
+                       extra={"size": file.size})
+    limit_refusal = _apply_limit(event, claims, byte_range)
+    if limit_refusal:
+        return limit_refusal
+    storage, _ = storage_for(file.variant.location)
+    url = storage.presigned_url(file.storage_key, expires_in=settings.DOWNLOAD_PRESIGN_SECONDS,
+                                download_name=file.path.rsplit("/", 1)[-1])
+    event.outcome = O.REDIRECTED if url else O.STREAMED
+    event.save()
+    if url:
+        return Decision(status=302, redirect_url=url, file=file)
+    return Decision(status=206 if byte_range else 200, file=file, storage=storage, byte_range=byte_range)
+
+
+def _apply_limit(event: DownloadEvent, claims, byte_range) -> Decision | None:
+    """Count a new download (not a resume, not a retry of a counted link) against the limit."""
+    if byte_range is not None and byte_range[0] > 0:
+        return None  # resuming a download already under way
+    window_start = timezone.now() - datetime.timedelta(seconds=settings.DOWNLOAD_LIMIT_WINDOW_SECONDS)
+    counted = DownloadEvent.objects.filter(
+        user_id=claims.user_id, file_id=claims.file_id, counts_as_download=True, at__gte=window_start
+    )
+    if counted.filter(link_id=claims.link_id).exists():
+        return None  # a retry of a link already counted
+    firsts = counted.values("link_id").annotate(first=Min("at")).order_by("first")
+    if len(firsts) >= settings.DOWNLOAD_LIMIT_PER_FILE:
+        oldest = firsts[0]["first"]
+        retry_after = max(int((oldest - window_start).total_seconds()) + 1, 1)
+        return _refuse(
+            event, 429, DownloadEvent.Outcome.OVER_LIMIT,
+            f"You have downloaded this file {settings.DOWNLOAD_LIMIT_PER_FILE} times in the last "
+            f"{settings.DOWNLOAD_LIMIT_WINDOW_SECONDS // 3600} hours. Resuming a partial download is always "
+            f"allowed; a new download is possible again in {retry_after // 60 + 1} minutes.",
+            retry_after=retry_after,
+        )
+    event.counts_as_download = True
+    return None

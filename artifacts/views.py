@@ -1,0 +1,106 @@
+"""HTML pages of the artifacts app and the ``/dl/<token>`` endpoint."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from artifacts import selectors
+from artifacts.markdown import render_markdown
+from artifacts.services.downloads import Decision, ManifestRefused, download_authorize, manifest_issue
+from artifacts.storage import iter_chunks
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def release_list(request: HttpRequest) -> HttpResponse:
+    releases = list(selectors.release_list_public())
+    return render(request, "artifacts/release_list.html", {"releases": releases})
+
+
+def release_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    release = selectors.release_get_public(slug=slug)
+    if release is None:
+        raise Http404("No such release.")
+    documents = [(doc, render_markdown(doc.body_markdown)) for doc in release.documents.all()]
+    licence_version = release.licence.current_version()
+    return render(request, "artifacts/release_detail.html", {
+        "release": release,
+        "documents": documents,
+        "variants": selectors.variants_with_totals(release=release),
+        "licence_version": licence_version,
+        "licence_html": render_markdown(licence_version.text_markdown) if licence_version else "",
+        "grant": selectors.grant_active_for(user=request.user, release=release),
+    })
+
+
+@login_required
+def release_download(request: HttpRequest, slug: str) -> HttpResponse:
+    """Fresh links, checksums, remaining download counts and the download clients."""
+    release = selectors.release_get_public(slug=slug)
+    if release is None:
+        raise Http404("No such release.")
+    variants = list(release.variants.order_by("name"))
+    variant = next((v for v in variants if v.name == request.GET.get("variant")), variants[0] if variants else None)
+    context = {"release": release, "variants": variants, "variant": variant, "manifest": None, "refusal": ""}
+    if variant is not None:
+        try:
+            context["manifest"] = manifest_issue(
+                user=request.user, release=release, variant=variant, base_url=request.build_absolute_uri("/")[:-1]
+            )
+        except ManifestRefused as refusal:
+            context["refusal"] = str(refusal)
+    return render(request, "artifacts/release_download.html", context)
+
+
+@never_cache
+@require_GET
+def download(request: HttpRequest, token: str) -> HttpResponse:
+    decision = download_authorize(
+        token=token,
+        range_header=request.headers.get("Range", ""),
+        ip=client_ip(request),
+        user_agent=request.headers.get("User-Agent", ""),
+    )
+    if decision.status == 302:
+        return redirect(decision.redirect_url)
+    if decision.status in (200, 206):
+        return _stream(decision)
+    return _refusal_response(request, decision)
+
+
+def _stream(decision: Decision) -> StreamingHttpResponse:
+    file, size = decision.file, decision.file.size
+    start, end = decision.byte_range or (0, size - 1)
+    length = end - start + 1 if size else 0
+    response = StreamingHttpResponse(
+        iter_chunks(decision.storage.open(file.storage_key, start=start), length), status=decision.status,
+        content_type="application/octet-stream",
+    )
+    response["Content-Length"] = str(length)
+    response["Accept-Ranges"] = "bytes"
+    response["Content-Disposition"] = f'attachment; filename="{file.path.rsplit("/", 1)[-1]}"'
+    response["Digest"] = f"sha-256={file.sha256}"
+    if decision.byte_range:
+        response["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return response
+
+
+def _refusal_response(request: HttpRequest, decision: Decision) -> HttpResponse:
+    wants_json = "application/json" in request.headers.get("Accept", "")
+    body = {"error": str(decision.code), "detail": decision.message}
+    if wants_json:
+        response = JsonResponse(body, status=decision.status)
+    else:
+        response = render(request, "artifacts/download_refused.html", body, status=decision.status)
+    if decision.retry_after is not None:
+        response["Retry-After"] = str(decision.retry_after)
+    if decision.status == 416:
+        response["Content-Range"] = f"bytes */{decision.extra.get('size', 0)}"
+    return response
