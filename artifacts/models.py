@@ -115,6 +115,7 @@ class DownloadEvent(models.Model):
         REVOKED = "revoked", "Access revoked, expired or renewed"
         OVER_LIMIT = "over_limit", "Download limit reached"
         WITHHELD = "withheld", "File withheld (integrity)"
+        LICENCE_REQUIRED = "licence_required", "Licence must be accepted first"
 
     user = models.ForeignKey("access.User", on_delete=models.PROTECT, null=True, related_name="download_events")
     grant = models.ForeignKey("access.Grant", on_delete=models.PROTECT, null=True, related_name="download_events")

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
-from access.models import Grant, User
+from access.selectors import grant_active_for  # noqa: F401  (re-exported for the release pages)
 from artifacts.models import ArtifactFile, DownloadEvent, Release, Variant
 
 
@@ -27,19 +27,6 @@ def variants_with_totals(*, release: Release) -> QuerySet[Variant]:
         total_size=Sum("files__size"),
         withheld_count=Count("files", filter=~ok),
     ).order_by("name")
-
-
-def grant_active_for(*, user: User, release: Release, now: datetime.datetime | None = None) -> Grant | None:
-    """The user's active grant for the release (not revoked, not expired), newest first."""
-    if not user.is_authenticated:
-        return None
-    now = now or timezone.now()
-    return (
-        Grant.objects.filter(user=user, release=release, revoked_at__isnull=True, expires_at__gt=now)
-        .select_related("licence_version")
-        .order_by("-granted_at")
-        .first()
-    )
 
 
 def downloads_counted_since(*, user_id: int, file_ids: list[int]) -> dict[int, int]:

@@ -15,7 +15,8 @@ from django.utils import timezone
 from access.models import Grant, User
 from artifacts.links import LinkExpired, LinkInvalid, link_token_make, link_token_read
 from artifacts.models import ArtifactFile, DownloadEvent, Release, Variant
-from artifacts.selectors import downloads_counted_since, grant_active_for
+from access.selectors import grant_active_for, licence_acceptance_required
+from artifacts.selectors import downloads_counted_since
 from artifacts.storage import Storage, storage_for
 
 RANGE_PATTERN = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -70,12 +71,7 @@ def manifest_issue(*, user: User, release: Release, variant: Variant, base_url: 
 
 def licence_blocker(*, user: User, release: Release) -> str:
     """Why the user must (re)accept the release's licence first, or '' when nothing blocks."""
-    from access import selectors as access_selectors
-
-    required = getattr(access_selectors, "licence_acceptance_required", None)
-    if required is None:
-        return ""
-    version = required(user=user, release=release)
+    version = licence_acceptance_required(user=user, release=release)
     if version is None:
         return ""
     return f"Accept version {version.number} of the {version.licence.title} before downloading."
@@ -154,7 +150,7 @@ def download_authorize(*, token: str, range_header: str, ip: str | None, user_ag
                        "This link was issued before your access was renewed. Get fresh links from My access.")
     blocker = licence_blocker(user=grant.user, release=file.variant.release)
     if blocker:
-        return _refuse(event, 403, O.REVOKED, blocker)
+        return _refuse(event, 403, O.LICENCE_REQUIRED, blocker)
     if not file.is_downloadable:
         return _refuse(event, 409, O.WITHHELD,
                        f"{file.path} is withheld: {file.get_integrity_display()}. It will be available again "

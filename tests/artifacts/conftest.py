@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from access.models import Grant, Licence, LicenceVersion
+from access.models import Grant, Licence, LicenceAcceptance, LicenceVersion
 from artifacts.models import Release
 from artifacts.services.registration import files_hash, variant_register
 from artifacts.storage import S3Storage
@@ -33,8 +33,13 @@ def grant(user, release):
     return grant_for(user, release)
 
 
-def grant_for(user, release) -> Grant:
-    return Grant.objects.create(user=user, release=release, licence_version=release.licence.current_version(),
+def grant_for(user, release, *, signed: bool = True) -> Grant:
+    """An approved, active grant; ``signed``: the user has accepted the current licence text."""
+    version = release.licence.current_version()
+    if signed:
+        LicenceAcceptance.objects.create(user=user, licence_version=version, signature_name=user.get_full_name(),
+                                         text_sha256=version.sha256)
+    return Grant.objects.create(user=user, release=release, licence_version=version,
                                 expires_at=timezone.now() + datetime.timedelta(days=365))
 
 
@@ -60,17 +65,27 @@ def local_variant(release, weight_dir):
     return variant
 
 
+TEST_BUCKET = "gatehouse-test"
+
+
+@pytest.fixture
+def s3_prefix() -> str:
+    """A fresh key prefix in the test bucket (one bucket: SeaweedFS gives each bucket its own volumes)."""
+    return f"run-{uuid.uuid4().hex[:12]}"
+
+
 @pytest.fixture
 def s3_bucket():
-    storage = S3Storage(f"test-{uuid.uuid4().hex[:12]}")
+    storage = S3Storage(TEST_BUCKET)
     storage.ensure_bucket()
     return storage
 
 
 @pytest.fixture
-def s3_variant(release, weight_dir, s3_bucket):
+def s3_variant(release, weight_dir, s3_bucket, s3_prefix):
     for path in sorted(p for p in weight_dir.rglob("*") if p.is_file()):
-        s3_bucket.put_file(f"opt-test/mp2/{path.relative_to(weight_dir).as_posix()}", path)
-    variant = variant_register(release=release, name="metaseq-mp2", location=f"s3://{s3_bucket.bucket}/opt-test/mp2")
+        s3_bucket.put_file(f"{s3_prefix}/opt-test/mp2/{path.relative_to(weight_dir).as_posix()}", path)
+    variant = variant_register(release=release, name="metaseq-mp2",
+                               location=f"s3://{s3_bucket.bucket}/{s3_prefix}/opt-test/mp2")
     files_hash(files=list(variant.files.all()))
     return variant

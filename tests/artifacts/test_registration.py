@@ -50,17 +50,17 @@ def test_md5_lists_in_md5sum_and_csv_forms():
         md5_list_parse(f"a.pt,{md5}\nnot a checksum line\n")
 
 
-def test_register_from_s3_hashes_in_parallel_celery_tasks(release, weight_dir, s3_bucket, capsys):
+def test_register_from_s3_hashes_in_parallel_celery_tasks(release, weight_dir, s3_bucket, s3_prefix, capsys):
     for path in weight_dir.rglob("*"):
         if path.is_file():
-            s3_bucket.put_file(f"weights/{path.relative_to(weight_dir).as_posix()}", path)
+            s3_bucket.put_file(f"{s3_prefix}/weights/{path.relative_to(weight_dir).as_posix()}", path)
 
-    call_command("register_release", "opt-test", "--variant", "hf", "--from", f"s3://{s3_bucket.bucket}/weights",
-                 "--hash-with", "celery")
+    call_command("register_release", "opt-test", "--variant", "hf", "--from",
+                 f"s3://{s3_bucket.bucket}/{s3_prefix}/weights", "--hash-with", "celery")
 
     assert "in parallel Celery tasks" in capsys.readouterr().out
     file = ArtifactFile.objects.get(path="nested/dict.txt")
-    assert file.storage_key == "weights/nested/dict.txt"
+    assert file.storage_key == f"{s3_prefix}/weights/nested/dict.txt"
     assert file.sha256 == sha256(weight_dir / "nested/dict.txt")
 
 
@@ -91,10 +91,10 @@ def test_verify_release_catches_a_corrupted_and_a_missing_file(local_variant, we
                         "checkpoint_last-model_part-1-shard0.pt": "ok", "nested/dict.txt": "missing"}
 
 
-def test_verify_release_on_s3_detects_replaced_bytes(s3_variant, s3_bucket, tmp_path):
+def test_verify_release_on_s3_detects_replaced_bytes(s3_variant, s3_bucket, s3_prefix, tmp_path):
     replacement = tmp_path / "evil.pt"
     replacement.write_bytes(b"not the weights")
-    s3_bucket.put_file("opt-test/mp2/checkpoint_last-model_part-1-shard0.pt", replacement)
+    s3_bucket.put_file(f"{s3_prefix}/opt-test/mp2/checkpoint_last-model_part-1-shard0.pt", replacement)
 
     with pytest.raises(CommandError, match="1 of 3"):
         call_command("verify_release", "opt-test", "--hash-with", "inline")
