@@ -31,14 +31,22 @@ class LinkClaims:
     link_id: str
 
 
-def link_token_make(*, user_id: int, file_id: int, grant_id: int, generation: int) -> str:
-    payload = {"u": user_id, "f": file_id, "g": grant_id, "n": generation, "l": secrets.token_hex(8)}
-    return signing.dumps(payload, salt=SALT, compress=False)
+def _signer() -> signing.TimestampSigner:
+    return signing.TimestampSigner(salt=SALT)
+
+
+def link_tokens_make(*, user_id: int, grant_id: int, generation: int, file_ids: list[int]) -> list[str]:
+    """One fresh token per file (each with its own link id), signed with one signer."""
+    signer = _signer()
+    return [
+        signer.sign_object({"u": user_id, "f": file_id, "g": grant_id, "n": generation, "l": secrets.token_hex(8)})
+        for file_id in file_ids
+    ]
 
 
 def link_token_read(token: str, *, max_age: int) -> LinkClaims:
     try:
-        payload = signing.loads(token, salt=SALT, max_age=max_age)
+        payload = _signer().unsign_object(token, max_age=max_age)
     except signing.SignatureExpired as error:
         raise LinkExpired(str(error)) from error
     except signing.BadSignature as error:

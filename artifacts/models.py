@@ -116,6 +116,7 @@ class DownloadEvent(models.Model):
         OVER_LIMIT = "over_limit", "Download limit reached"
         WITHHELD = "withheld", "File withheld (integrity)"
         LICENCE_REQUIRED = "licence_required", "Licence must be accepted first"
+        STORAGE_ERROR = "storage_error", "Storage unavailable"
 
     user = models.ForeignKey("access.User", on_delete=models.PROTECT, null=True, related_name="download_events")
     grant = models.ForeignKey("access.Grant", on_delete=models.PROTECT, null=True, related_name="download_events")

@@ -7,6 +7,7 @@ files: ``s3://bucket/prefix`` or an absolute local directory.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import shutil
 from collections.abc import Iterator
@@ -84,17 +85,9 @@ class S3Storage:
     """A bucket on AWS S3, SeaweedFS or MinIO; downloads go straight to it by presigned URL."""
 
     def __init__(self, bucket: str):
-        import boto3
-        from botocore.config import Config
-
         self.bucket = bucket
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=settings.S3_ENDPOINT_URL or None,
-            region_name=settings.S3_REGION,
-            aws_access_key_id=settings.S3_ACCESS_KEY_ID or None,
-            aws_secret_access_key=settings.S3_SECRET_ACCESS_KEY or None,
-            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 5}),
+        self.client = _s3_client(
+            settings.S3_ENDPOINT_URL, settings.S3_REGION, settings.S3_ACCESS_KEY_ID, settings.S3_SECRET_ACCESS_KEY
         )
 
     def _call(self, what: str, function, **kwargs):
@@ -155,6 +148,22 @@ class S3Storage:
             Params={"Bucket": self.bucket, "Key": key, "ResponseContentDisposition": disposition},
             ExpiresIn=expires_in,
         )
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_client(endpoint_url: str, region: str, access_key_id: str, secret_access_key: str):
+    """One boto3 client per configuration (they are thread-safe and slow to create)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url or None,
+        region_name=region,
+        aws_access_key_id=access_key_id or None,
+        aws_secret_access_key=secret_access_key or None,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 5}),
+    )
 
 
 def cloudfront_signed_url(key: str, *, expires_in: int) -> str:

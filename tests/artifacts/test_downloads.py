@@ -207,3 +207,11 @@ def test_a_new_licence_version_must_be_accepted_before_the_next_download(signed_
     assert "Accept version 2" in response.json()["detail"]
     refused = signed_in.get("/api/v1/releases/opt-test/manifest?variant=metaseq-mp2")
     assert refused.status_code == 403 and refused.json()["code"] == "licence_acceptance_required"
+
+
+def test_a_storage_failure_answers_503_and_does_not_count(signed_in, grant, s3_variant, settings):
+    settings.S3_ACCESS_KEY_ID = settings.S3_SECRET_ACCESS_KEY = ""
+    settings.S3_ENDPOINT_URL = "http://127.0.0.1:9"
+    response = signed_in.get(link(signed_in), headers={"Accept": "application/json"})
+    assert response.status_code == 503 and response["Retry-After"] == "30"
+    assert not DownloadEvent.objects.filter(counts_as_download=True).exists()

@@ -1,0 +1,184 @@
+"""Benchmark: manifest of a 992-file release, and /dl/ redirects under gunicorn with wrk.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/gatehouse_bench python manage.py migrate
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/gatehouse_bench python manage.py bench_downloads
+
+Needs PostgreSQL (DATABASE_URL) and `wrk` (Debian package). The variant is registered at an
+s3:// location so /dl/ answers with presigned redirects; presigning needs no S3 round trip.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+from django.utils import timezone
+
+from access.models import Grant, LicenceAcceptance, LicenceVersion, Licence, User
+from artifacts.models import ArtifactFile, Release, Variant
+from artifacts.services.downloads import manifest_issue
+
+RELEASE_SLUG = "bench-opt-175b"
+WRK_SCRIPT = """
+local urls = {%s}
+local counter = 0
+local statuses = {}
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", urls[(counter %% #urls) + 1])
+end
+response = function(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+"""
+
+
+class Command(BaseCommand):
+    help = "Measure manifest time for a 992-file release and /dl/ redirect throughput under gunicorn."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--files", type=int, default=992)
+        parser.add_argument("--manifest-runs", type=int, default=30)
+        parser.add_argument("--connections", type=int, default=64)
+        parser.add_argument("--duration", type=int, default=20, help="seconds of wrk load")
+        parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
+        parser.add_argument("--worker-class", default="uvicorn_worker.UvicornWorker")
+        parser.add_argument("--links", type=int, default=4000, help="distinct links cycled by wrk")
+
+    def handle(self, *args, **options):
+        if connection.vendor != "postgresql":
+            raise CommandError("Run the benchmark against PostgreSQL: set DATABASE_URL.")
+        user, variant = self._fixture(options["files"])
+        self.stdout.write(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+                          f"Python {platform.python_version()}, PostgreSQL via {settings.DATABASES['default']['HOST']}")
+        self._bench_manifest(user, variant, options["manifest_runs"])
+        self._bench_redirects(user, variant, options)
+
+    def _fixture(self, file_count: int) -> tuple[User, Variant]:
+        licence, _ = Licence.objects.get_or_create(slug="bench-licence", defaults={"title": "Bench licence"})
+        version, _ = LicenceVersion.objects.get_or_create(
+            licence=licence, number=1, defaults={"text_markdown": "Bench terms.", "published_at": timezone.now()}
+        )
+        release, _ = Release.objects.get_or_create(slug=RELEASE_SLUG, defaults={"name": "Bench OPT-175B", "licence": licence})
+        variant, _ = Variant.objects.get_or_create(
+            release=release, name="fsdp-raw", defaults={"location": f"s3://{settings.S3_BUCKET}/bench/opt-175b"}
+        )
+        if variant.files.count() != file_count:
+            variant.files.all().delete()
+            ArtifactFile.objects.bulk_create(
+                ArtifactFile(
+                    variant=variant, path=f"checkpoint_last-model_part-{i % 8}-shard{i // 8}.pt",
+                    storage_key=f"bench/opt-175b/checkpoint_last-model_part-{i % 8}-shard{i // 8}.pt",
+                    size=330_000_000 + i, sha256=f"{i:064x}", md5=f"{i:032x}", integrity="ok",
+                )
+                for i in range(file_count)
+            )
+        user, created = User.objects.get_or_create(email="bench@gatehouse.example")
+        if created or not LicenceAcceptance.objects.filter(user=user, licence_version=version).exists():
+            LicenceAcceptance.objects.create(user=user, licence_version=version, signature_name="Bench",
+                                             text_sha256=version.sha256)
+        Grant.objects.filter(user=user, release=release).delete()
+        Grant.objects.create(user=user, release=release, licence_version=version,
+                             expires_at=timezone.now() + datetime.timedelta(days=30))
+        return user, variant
+
+    def _bench_manifest(self, user, variant, runs: int) -> None:
+        timings = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            manifest = manifest_issue(user=user, release=variant.release, variant=variant, base_url="http://127.0.0.1")
+            timings.append((time.perf_counter() - started) * 1000)
+        timings.sort()
+        self.stdout.write(
+            f"Manifest of {len(manifest['files'])} files: median {statistics.median(timings):.1f} ms, "
+            f"p95 {timings[int(len(timings) * 0.95) - 1]:.1f} ms over {runs} runs (server time, in process)"
+        )
+
+    def _bench_redirects(self, user, variant, options) -> None:
+        if not _which("wrk"):
+            raise CommandError("wrk is not installed (apt-get install wrk).")
+        port = _free_port()
+        urls = []
+        while len(urls) < options["links"]:
+            manifest = manifest_issue(user=user, release=variant.release, variant=variant, base_url="")
+            urls.extend(entry["url"] for entry in manifest["files"])
+        urls = urls[: options["links"]]
+        env = dict(os.environ, DEBUG="0", DOWNLOAD_LIMIT_PER_FILE="1000000000", LOG_LEVEL="WARNING",
+                   DATABASE_CONN_MAX_AGE="600", SECRET_KEY=settings.SECRET_KEY)
+        # Presigning is computed locally: placeholder keys suffice when none are configured.
+        env.setdefault("S3_ACCESS_KEY_ID", settings.S3_ACCESS_KEY_ID or "bench-access-key")
+        env.setdefault("S3_SECRET_ACCESS_KEY", settings.S3_SECRET_ACCESS_KEY or "bench-secret-key")
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "portal.asgi:application", "--config", "portal/gunicorn.conf.py",
+             "--bind", f"127.0.0.1:{port}", "--workers", str(options["workers"]), "--worker-class", options["worker_class"],
+             "--access-logfile", "/dev/null"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        try:
+            _wait_for_port(port, server)
+            with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+                script.write(WRK_SCRIPT % ",".join(f'"{url}"' for url in urls))
+            subprocess.run(["wrk", "-t2", "-c64", "-d3s", "-s", script.name, f"http://127.0.0.1:{port}"],
+                           capture_output=True, check=True)  # warm-up
+            started_events = variant.files.first().download_events.model.objects.count()
+            result = subprocess.run(
+                ["wrk", "-t2", f"-c{options['connections']}", f"-d{options['duration']}s", "--latency",
+                 "-s", script.name, f"http://127.0.0.1:{port}"],
+                capture_output=True, text=True, check=True,
+            )
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        self._report(result.stdout, started_events, options)
+
+    def _report(self, output: str, events_before: int, options) -> None:
+        from artifacts.models import DownloadEvent
+
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+        p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", output)
+        p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
+        transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", output)
+        requests = int(re.search(r"(\d+) requests in", output).group(1))
+        non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+        redirects = DownloadEvent.objects.filter(outcome="redirected").count() - events_before
+        self.stdout.write(output)
+        self.stdout.write(
+            f"/dl/ redirects: {rps:.0f} requests/s, p99 {p99_ms:.1f} ms, {options['connections']} connections, "
+            f"{options['workers']} gunicorn workers ({options['worker_class']}); {requests} requests, "
+            f"{redirects} recorded as redirects, non-2xx/3xx: {non_2xx.group(1) if non_2xx else 0}; "
+            f"transfer {transfer.group(1)} {transfer.group(2)}/s (headers only: no weight bytes pass through Django)"
+        )
+
+
+def _which(program: str) -> bool:
+    return any((Path(folder) / program).exists() for folder in os.environ.get("PATH", "").split(os.pathsep))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise CommandError(f"gunicorn exited: {server.stderr.read().decode()[-2000:]}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise CommandError("gunicorn did not start listening in 60 s")
