@@ -1,0 +1,44 @@
+from django.contrib import admin
+
+from artifacts.models import ArtifactFile, DownloadEvent, Release, ReleaseDocument, Variant
+
+
+class ReleaseDocumentInline(admin.StackedInline):
+    model = ReleaseDocument
+    extra = 0
+
+
+@admin.register(Release)
+class ReleaseAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "family", "parameter_count", "licence", "approval_policy", "is_listed"]
+    list_filter = ["approval_policy", "is_listed", "family"]
+    search_fields = ["slug", "name"]
+    inlines = [ReleaseDocumentInline]
+
+
+@admin.register(Variant)
+class VariantAdmin(admin.ModelAdmin):
+    list_display = ["release", "name", "location", "registered_at"]
+    list_filter = ["release"]
+
+
+@admin.register(ArtifactFile)
+class ArtifactFileAdmin(admin.ModelAdmin):
+    list_display = ["path", "variant", "size", "integrity", "verified_at"]
+    list_filter = ["integrity", "variant__release"]
+    search_fields = ["path", "sha256", "md5"]
+    readonly_fields = ["size", "sha256", "md5", "integrity", "integrity_detail", "verified_at"]
+
+
+@admin.register(DownloadEvent)
+class DownloadEventAdmin(admin.ModelAdmin):
+    list_display = ["at", "user", "file", "outcome", "counts_as_download", "ip", "range_header"]
+    list_filter = ["outcome", "counts_as_download"]
+    search_fields = ["user__email", "file__path", "ip"]
+    list_select_related = ["user", "file"]
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
