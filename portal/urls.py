@@ -13,5 +13,6 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
+    path("", include("access.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
 ]
