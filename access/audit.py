@@ -5,6 +5,7 @@ import ipaddress
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from datetime import timezone as dt_timezone
 
 from django.db import connection, transaction
 from django.db.models import Model
@@ -25,7 +26,7 @@ def _json_safe(value):
 def audit_row_hash(*, prev_hash: str, created_at: datetime, actor_id: int | None, action: str, target_type: str,
                    target_id: str, before: dict, after: dict, reason: str, ip_address: str | None) -> str:
     payload = json.dumps(
-        [prev_hash, created_at.astimezone(timezone.utc).isoformat(), actor_id, action, target_type, target_id,
+        [prev_hash, created_at.astimezone(dt_timezone.utc).isoformat(), actor_id, action, target_type, target_id,
          before, after, reason, ip_address],
         sort_keys=True, separators=(",", ":"), default=str,
     )
