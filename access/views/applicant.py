@@ -135,9 +135,12 @@ def licence_accept_page(request, release_slug: str):
     form = SignatureForm(request.POST or None)
     status = 200
     if request.method == "POST" and required is not None and form.is_valid():
+        last = selectors.applications_of(user=request.user).first()
         try:
-            licence_accept(user=request.user, licence_version=required, ip_address=client_ip(request),
-                           user_agent=user_agent(request), **form.cleaned_data)
+            licence_accept(user=request.user, licence_version=required, accepted=form.cleaned_data["accept_licence"],
+                           signature_name=form.cleaned_data["signature_name"],
+                           expected_name=last.legal_name if last else "", ip_address=client_ip(request),
+                           user_agent=user_agent(request))
         except ValidationError as error:
             add_service_errors(form, validation_errors(error))
             status = 400
