@@ -1,7 +1,10 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from access.models import User
+from access.models import (
+    ApiToken, Application, ApplicationNote, AuditEvent, Grant, Institution, Licence, LicenceAcceptance,
+    LicenceVersion, ReasonTemplate, User, VettingSignal,
+)
 
 
 @admin.register(User)
@@ -16,3 +19,106 @@ class UserAdmin(DjangoUserAdmin):
         ("Important dates", {"fields": ["last_login", "date_joined"]}),
     ]
     add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
+
+
+@admin.register(Institution)
+class InstitutionAdmin(admin.ModelAdmin):
+    list_display = ["name", "sector", "ror_id"]
+    search_fields = ["name", "ror_id"]
+    list_filter = ["sector"]
+
+
+class LicenceVersionInline(admin.StackedInline):
+    model = LicenceVersion
+    extra = 0
+    readonly_fields = ["sha256"]
+
+
+@admin.register(Licence)
+class LicenceAdmin(admin.ModelAdmin):
+    list_display = ["title", "slug"]
+    inlines = [LicenceVersionInline]
+
+
+@admin.register(LicenceAcceptance)
+class LicenceAcceptanceAdmin(admin.ModelAdmin):
+    list_display = ["user", "licence_version", "signature_name", "accepted_at", "ip_address"]
+    readonly_fields = [field.name for field in LicenceAcceptance._meta.fields]
+    list_select_related = ["user", "licence_version__licence"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+class SignalInline(admin.TabularInline):
+    model = VettingSignal
+    extra = 0
+    can_delete = False
+    readonly_fields = ["code", "level", "blocking", "explanation", "checked_at"]
+
+
+class NoteInline(admin.TabularInline):
+    model = ApplicationNote
+    extra = 0
+    readonly_fields = ["author", "text", "created_at"]
+
+
+@admin.register(Application)
+class ApplicationAdmin(admin.ModelAdmin):
+    """Read-mostly: decisions go through the review queue so they are audited and e-mailed."""
+
+    list_display = ["id", "legal_name", "user", "release", "status", "vetting", "country", "submitted_at"]
+    list_filter = ["status", "vetting", "release", "role", "sector"]
+    search_fields = ["legal_name", "user__email", "orcid", "institution__name"]
+    list_select_related = ["user", "release"]
+    inlines = [SignalInline, NoteInline]
+    readonly_fields = [field.name for field in Application._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(Grant)
+class GrantAdmin(admin.ModelAdmin):
+    list_display = ["user", "release", "granted_at", "expires_at", "revoked_at", "generation"]
+    list_filter = ["release"]
+    search_fields = ["user__email"]
+    list_select_related = ["user", "release"]
+    readonly_fields = [field.name for field in Grant._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(ReasonTemplate)
+class ReasonTemplateAdmin(admin.ModelAdmin):
+    list_display = ["title", "kind"]
+    list_filter = ["kind"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Append-only: no adding, changing or deleting here (the database refuses it too)."""
+
+    list_display = ["id", "created_at", "actor", "action", "target_type", "target_id"]
+    list_filter = ["action", "target_type"]
+    search_fields = ["target_id", "actor__email", "reason"]
+    list_select_related = ["actor"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "prefix", "created_at", "expires_at", "revoked_at"]
+    readonly_fields = [field.name for field in ApiToken._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False

@@ -3,11 +3,22 @@
 The download side and the playground call ``grant_active_for`` and ``licence_acceptance_required``.
 """
 
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 from django.utils import timezone
 
-from access.models import Grant, LicenceAcceptance, LicenceVersion, User
+from access.models import ApiToken, Application, AuditEvent, Grant, LicenceAcceptance, LicenceVersion, User, VettingSignal
+from access.workdays import subtract_working_days, working_days_between
 from artifacts.models import Release
 
+S = Application.Status
+
+
+# For downloads and the playground ----------------------------------------------------------------
 
 def grant_active_for(*, user: User, release: Release) -> Grant | None:
     """The user's active (not expired, not revoked) grant for ``release``, or None."""
@@ -25,3 +36,314 @@ def licence_acceptance_required(*, user: User, release: Release) -> LicenceVersi
     if LicenceAcceptance.objects.filter(user=user, licence_version=current).exists():
         return None
     return current
+
+
+# For applicants ----------------------------------------------------------------------------------
+
+def applications_of(*, user: User) -> QuerySet[Application]:
+    return Application.objects.filter(user=user).select_related("release", "institution").order_by("-created_at")
+
+
+def application_of(*, user: User, pk) -> Application:
+    """The user's own application; raises Application.DoesNotExist for anyone else's (a 404)."""
+    return applications_of(user=user).select_related("licence_acceptance__licence_version").get(pk=pk)
+
+
+def grants_of(*, user: User) -> QuerySet[Grant]:
+    return Grant.objects.filter(user=user).select_related("release", "licence_version__licence")
+
+
+def grant_of(*, user: User, pk) -> Grant:
+    return grants_of(user=user).get(pk=pk)
+
+
+def api_tokens_of(*, user: User) -> QuerySet[ApiToken]:
+    return ApiToken.objects.filter(user=user).order_by("-created_at")
+
+
+def api_token_of(*, user: User, pk) -> ApiToken:
+    return api_tokens_of(user=user).get(pk=pk)
+
+
+def releases_open_for_application() -> QuerySet[Release]:
+    return Release.objects.filter(is_listed=True).select_related("licence")
+
+
+APPLICANT_TIMELINE = {
+    "application.create": "Draft saved",
+    "application.submit": "Submitted; we sent you an acknowledgement",
+    "application.start_review": "A reviewer started reviewing",
+    "application.request_info": "The reviewer asked for more information",
+    "application.respond": "You answered; back in the queue",
+    "application.reference": "Your reference answered",
+    "application.approve": "Approved",
+    "application.reject": "Rejected",
+    "application.withdraw": "Withdrawn",
+    "grant.create": "Access granted",
+    "grant.renew": "Access renewed",
+    "grant.revoke": "Access revoked",
+    "grant.expire": "Access expired",
+}
+REVIEWER_TIMELINE = {**APPLICANT_TIMELINE, "application.vet": "Automated checks ran",
+                     "application.assign": "Assignment changed", "application.note": "Internal note added"}
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: datetime
+    label: str
+    reason: str
+    actor: str
+
+
+def application_timeline(*, application: Application, for_reviewer: bool = False) -> list[TimelineEntry]:
+    """What happened to the application, from the audit log (internal steps only for reviewers)."""
+    labels = REVIEWER_TIMELINE if for_reviewer else APPLICANT_TIMELINE
+    grant_ids = [str(pk) for pk in application.grants.values_list("pk", flat=True)]
+    events = AuditEvent.objects.filter(
+        Q(target_type="access.application", target_id=str(application.pk))
+        | Q(target_type="access.grant", target_id__in=grant_ids)
+    ).select_related("actor").order_by("id")
+    entries = []
+    for event in events:
+        if event.action not in labels:
+            continue
+        if event.action == "application.reference" and not for_reviewer:
+            label = f"Your reference {'confirmed' if event.after.get('reference_status') == 'confirmed' else 'declined'}"
+        else:
+            label = labels[event.action]
+        show_reason = for_reviewer or event.action not in {"application.reference"}
+        if for_reviewer:
+            actor = event.actor.email if event.actor else "system"
+        else:
+            actor = "you" if event.actor_id == application.user_id else ("a reviewer" if event.actor_id else "Gatehouse")
+        entries.append(TimelineEntry(event.created_at, label, event.reason if show_reason else "", actor))
+    return entries
+
+
+def queue_position(*, application: Application) -> int | None:
+    """1 for the next application a reviewer will take for this release; None when not queued."""
+    if application.status not in Application.PENDING_STATUSES or application.submitted_at is None:
+        return None
+    ahead = Application.objects.filter(release=application.release_id, status__in=Application.PENDING_STATUSES,
+                                       submitted_at__lt=application.submitted_at).count()
+    return ahead + 1
+
+
+def median_time_to_decision(*, release: Release | None = None, days: int = 30, now=None) -> timedelta | None:
+    """Median submitted → approved/rejected over the last ``days`` days, or None without decisions."""
+    now = now or timezone.now()
+    decided = Application.objects.filter(status__in=Application.DECIDED_STATUSES, submitted_at__isnull=False,
+                                         decided_at__gte=now - timedelta(days=days))
+    if release is not None:
+        decided = decided.filter(release=release)
+    durations = [(decided_at - submitted_at).total_seconds()
+                 for submitted_at, decided_at in decided.values_list("submitted_at", "decided_at")]
+    if not durations:
+        return None
+    return timedelta(seconds=statistics.median(durations))
+
+
+# For reviewers -----------------------------------------------------------------------------------
+
+def sla_cutoff(now: datetime) -> datetime:
+    """Applications submitted before this moment are older than the SLA."""
+    day = subtract_working_days(now, settings.ACCESS_REVIEW_SLA_WORKING_DAYS)
+    return day.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class SlaState:
+    working_days: int
+    state: str  # "ok", "due_soon" or "overdue"
+
+
+def sla_state(application: Application, now: datetime) -> SlaState:
+    days = working_days_between(application.submitted_at, now) if application.submitted_at else 0
+    if application.submitted_at and application.submitted_at < sla_cutoff(now):
+        return SlaState(days, "overdue")
+    if days >= settings.ACCESS_REVIEW_SLA_WORKING_DAYS - 1:
+        return SlaState(days, "due_soon")
+    return SlaState(days, "ok")
+
+
+QUEUE_STATUSES = [S.SUBMITTED, S.IN_REVIEW, S.NEEDS_INFO]
+
+
+def review_queue(*, reviewer: User, release: str = "", status: str = "", age: str = "", country: str = "",
+                 signal: str = "", assigned: str = "", now=None) -> QuerySet[Application]:
+    """The queue, oldest first, filtered; every row's related objects in a constant number of queries."""
+    now = now or timezone.now()
+    applications = Application.objects.select_related("user", "release", "institution", "assigned_to")
+    applications = applications.prefetch_related(
+        Prefetch("signals", queryset=VettingSignal.objects.order_by("code"))
+    )
+    if status in S.values:
+        applications = applications.filter(status=status)
+    elif status == "decided":
+        applications = applications.filter(status__in=[S.APPROVED, S.REJECTED, S.WITHDRAWN])
+    else:
+        applications = applications.filter(status__in=[S.SUBMITTED, S.IN_REVIEW])
+    if release:
+        applications = applications.filter(release__slug=release)
+    if country:
+        applications = applications.filter(country=country.upper())
+    if signal:
+        applications = applications.filter(Exists(VettingSignal.objects.filter(
+            application=OuterRef("pk"), code=signal).exclude(level=VettingSignal.Level.GREEN)))
+    if assigned == "me":
+        applications = applications.filter(assigned_to=reviewer)
+    elif assigned == "none":
+        applications = applications.filter(assigned_to__isnull=True)
+    cutoff = sla_cutoff(now)
+    if age == "overdue":
+        applications = applications.filter(submitted_at__lt=cutoff)
+    elif age == "within_sla":
+        applications = applications.filter(submitted_at__gte=cutoff)
+    elif age == "today":
+        applications = applications.filter(submitted_at__gte=now - timedelta(days=1))
+    return applications.order_by("submitted_at", "pk")
+
+
+def application_for_review(*, pk) -> Application:
+    """Any application, for a reviewer (the caller has checked the review permission)."""
+    return Application.objects.select_related(
+        "user", "release", "institution", "assigned_to", "decided_by", "previous_application",
+        "licence_acceptance__licence_version__licence",
+    ).prefetch_related("signals", "notes__author", "grants").get(pk=pk)
+
+
+def applications_for_review(*, pks: list) -> list[Application]:
+    return list(Application.objects.filter(pk__in=pks).select_related("user", "release").order_by("submitted_at"))
+
+
+def applications_overdue(*, now=None) -> QuerySet[Application]:
+    now = now or timezone.now()
+    return (Application.objects.filter(status__in=[S.SUBMITTED, S.IN_REVIEW], submitted_at__lt=sla_cutoff(now))
+            .select_related("user", "release", "assigned_to").order_by("submitted_at"))
+
+
+def release_by_slug(*, slug: str) -> Release:
+    return Release.objects.select_related("licence").get(slug=slug)
+
+
+def grant_for_review(*, pk) -> Grant:
+    """Any grant, for a reviewer (the caller has checked the review permission)."""
+    return Grant.objects.select_related("release", "user").get(pk=pk)
+
+
+EXPORT_FIELDS = ["id", "status", "applicant_email", "legal_name", "institution", "role", "sector", "country", "orcid",
+                 "vetting", "submitted_at", "decided_at", "decided_by", "decision_reason", "previous_application"]
+
+
+def review_export_rows(*, release: Release) -> list[dict]:
+    """A release's requests and decisions, for reviewers' CSV/JSON export."""
+    rows = []
+    applications = (Application.objects.filter(release=release).exclude(status=S.DRAFT)
+                    .select_related("user", "institution", "decided_by").order_by("submitted_at", "pk"))
+    for application in applications:
+        rows.append({
+            "id": application.pk,
+            "status": application.status,
+            "applicant_email": application.user.email,
+            "legal_name": application.legal_name,
+            "institution": application.institution.name,
+            "role": application.role,
+            "sector": application.sector,
+            "country": application.country.code,
+            "orcid": application.orcid,
+            "vetting": application.vetting,
+            "submitted_at": application.submitted_at.isoformat() if application.submitted_at else "",
+            "decided_at": application.decided_at.isoformat() if application.decided_at else "",
+            "decided_by": application.decided_by.email if application.decided_by else (
+                "automatic" if application.status == S.APPROVED else ""),
+            "decision_reason": application.decision_reason,
+            "previous_application": application.previous_application_id or "",
+        })
+    return rows
+
+
+# For the scheduled tasks -------------------------------------------------------------------------
+
+def grants_due_for_reminder(*, days: int, now=None) -> QuerySet[Grant]:
+    """Active grants expiring within ``days`` that have not had this (or a nearer) reminder."""
+    now = now or timezone.now()
+    return Grant.objects.filter(revoked_at__isnull=True, expires_at__gt=now,
+                                expires_at__lte=now + timedelta(days=days)).filter(
+        Q(reminded_days_before__isnull=True) | Q(reminded_days_before__gt=days))
+
+
+def grants_expired_unnotified(*, now=None) -> QuerySet[Grant]:
+    return Grant.objects.filter(revoked_at__isnull=True, expiry_notified_at__isnull=True,
+                                expires_at__lte=now or timezone.now())
+
+
+# For the public transparency page ----------------------------------------------------------------
+
+@dataclass
+class FigureRow:
+    label: str
+    received: int | str
+    approved: int | str
+    rejected: int | str
+    pending: int | str
+    median_days: float | str | None
+
+
+def _suppress(value: int, minimum: int) -> int | str:
+    return value if value >= minimum else f"<{minimum}"
+
+
+def _figures(label: str, rows: list[tuple], minimum: int) -> FigureRow:
+    """rows: (status, submitted_at, decided_at) of one group's submitted applications."""
+    counts = {"approved": 0, "rejected": 0, "pending": 0}
+    durations = []
+    for status, submitted_at, decided_at in rows:
+        if status in (S.APPROVED, S.REJECTED):
+            counts[status] += 1
+            if decided_at and submitted_at:
+                durations.append((decided_at - submitted_at).total_seconds() / 86400)
+        elif status in (S.SUBMITTED, S.IN_REVIEW, S.NEEDS_INFO):
+            counts["pending"] += 1
+    median = round(statistics.median(durations), 1) if len(durations) >= minimum else (
+        f"<{minimum} decisions" if durations else None)
+    return FigureRow(label, _suppress(len(rows), minimum), _suppress(counts["approved"], minimum),
+                     _suppress(counts["rejected"], minimum), _suppress(counts["pending"], minimum), median)
+
+
+def transparency_figures() -> list[dict]:
+    """Per release: totals, by country and by sector; any cell under the minimum is suppressed and
+    countries with fewer applications than the minimum are pooled, so no person can be singled out."""
+    from django_countries import countries
+
+    minimum = settings.ACCESS_TRANSPARENCY_MIN_CELL
+    names = dict(countries)
+    sectors = dict(Application._meta.get_field("sector").choices)
+    submitted = (Application.objects.filter(submitted_at__isnull=False)
+                 .values_list("release_id", "country", "sector", "status", "submitted_at", "decided_at"))
+    by_release: dict[int, list] = {}
+    for row in submitted.iterator(chunk_size=5000):
+        by_release.setdefault(row[0], []).append(row)
+    result = []
+    for release in Release.objects.filter(is_listed=True).order_by("parameter_count", "slug"):
+        rows = by_release.get(release.pk, [])
+        by_country: dict[str, list] = {}
+        by_sector: dict[str, list] = {}
+        for _, country, sector, *rest in rows:
+            by_country.setdefault(country, []).append(tuple(rest))
+            by_sector.setdefault(sector, []).append(tuple(rest))
+        country_rows, pooled = [], []
+        for code, group in sorted(by_country.items(), key=lambda item: names.get(item[0], item[0])):
+            if len(group) >= minimum:
+                country_rows.append(_figures(names.get(code, code), group, minimum))
+            else:
+                pooled.extend(group)
+        if pooled:
+            country_rows.append(_figures(f"Other countries (fewer than {minimum} applications each)", pooled, minimum))
+        result.append({
+            "release": release,
+            "total": _figures(release.name, [tuple(row[3:]) for row in rows], minimum),
+            "by_country": country_rows,
+            "by_sector": [_figures(sectors.get(code, code), group, minimum) for code, group in sorted(by_sector.items())],
+        })
+    return result

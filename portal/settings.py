@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -243,7 +244,10 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = DEBUG
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "access.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
@@ -252,6 +256,27 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Licence applications, reviews, releases, downloads and the playground.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# Licence applications and review (README, "Access and review").
+# Countries whose residents cannot be approved (ISO 3166 alpha-2). Default: the jurisdictions under
+# comprehensive sanctions (Cuba, Iran, North Korea, Syria); extend it to what your counsel requires.
+ACCESS_EMBARGOED_COUNTRIES = [code.upper() for code in env_list("ACCESS_EMBARGOED_COUNTRIES", "CU,IR,KP,SY")]
+ACCESS_REAPPLY_COOLDOWN_DAYS = env_int("ACCESS_REAPPLY_COOLDOWN_DAYS", 30)
+ACCESS_GRANT_DURATION_DAYS = env_int("ACCESS_GRANT_DURATION_DAYS", 365)
+ACCESS_GRANT_REMINDER_DAYS = sorted((int(day) for day in env_list("ACCESS_GRANT_REMINDER_DAYS", "30,7")), reverse=True)
+ACCESS_REVIEW_SLA_WORKING_DAYS = env_int("ACCESS_REVIEW_SLA_WORKING_DAYS", 5)
+ACCESS_INTENDED_USE_MIN_CHARS = env_int("ACCESS_INTENDED_USE_MIN_CHARS", 200)
+ACCESS_REFERENCE_LINK_DAYS = env_int("ACCESS_REFERENCE_LINK_DAYS", 30)
+ACCESS_API_TOKEN_MAX_DAYS = env_int("ACCESS_API_TOKEN_MAX_DAYS", 365)
+ACCESS_TRANSPARENCY_MIN_CELL = env_int("ACCESS_TRANSPARENCY_MIN_CELL", 5)
+ACCESS_REVIEW_PAGE_SIZE = env_int("ACCESS_REVIEW_PAGE_SIZE", 50)
+
+CELERY_BEAT_SCHEDULE = {
+    "access-review-digest": {"task": "access.send_review_digest", "schedule": crontab(hour=7, minute=0)},
+    "access-grant-expiry-reminders": {"task": "access.send_grant_expiry_reminders",
+                                      "schedule": crontab(hour=8, minute=0)},
+    "access-grant-expiry-notices": {"task": "access.notify_expired_grants", "schedule": crontab(minute=15)},
 }
 
 LOGGING = {

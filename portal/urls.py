@@ -14,5 +14,6 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("", include("artifacts.urls")),
     path("admin/", admin.site.urls),
+    path("", include("access.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
 ]

@@ -1,0 +1,171 @@
+"""The access REST API (DRF): thin views that parse, look up in selectors, call one service."""
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from access import selectors
+from access.errors import AccessError
+from access.http import client_ip, user_agent, validation_errors
+from access.models import Application
+from access.permissions import IsReviewer
+from access.serializers import (
+    ApplicationInputSerializer, ApplicationSerializer, GrantSerializer, ReasonInputSerializer,
+    RespondInputSerializer, ReviewApplicationSerializer, SubmitInputSerializer, review_page_size,
+)
+from access.services import applications as application_services
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+def run_service(function, **kwargs):
+    """Call a service, turning its refusals into 400 (fields), 403 or 409 answers."""
+    try:
+        return function(**kwargs)
+    except DjangoValidationError as error:
+        raise exceptions.ValidationError(validation_errors(error)) from None
+    except AccessError as error:
+        raise Conflict(str(error)) from None
+
+
+def own_application(request, pk) -> Application:
+    try:
+        return selectors.application_of(user=request.user, pk=pk)
+    except Application.DoesNotExist:
+        raise Http404 from None
+
+
+class ApplicationListCreateApi(APIView):
+    @extend_schema(responses=ApplicationSerializer(many=True), summary="Your applications, newest first")
+    def get(self, request):
+        return Response(ApplicationSerializer(selectors.applications_of(user=request.user), many=True).data)
+
+    @extend_schema(request=ApplicationInputSerializer, responses={201: ApplicationSerializer(many=True)},
+                   summary="Apply for one or more releases (one application each)")
+    def post(self, request):
+        serializer = ApplicationInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        slugs = data.pop("releases")
+        releases = list(selectors.releases_open_for_application().filter(slug__in=slugs))
+        missing = sorted(set(slugs) - {release.slug for release in releases})
+        if missing:
+            raise exceptions.ValidationError({"releases": [f"Unknown release: {slug}." for slug in missing]})
+        created = run_service(
+            application_services.application_create, user=request.user, releases=releases, fields=data,
+            submit=not data.pop("draft"), accept_licence=data.pop("accept_licence"),
+            signature_name=data.pop("signature_name"), ip_address=client_ip(request), user_agent=user_agent(request),
+        )
+        return Response(ApplicationSerializer(created, many=True).data, status=status.HTTP_201_CREATED)
+
+
+class ApplicationDetailApi(APIView):
+    @extend_schema(responses=ApplicationSerializer, summary="One of your applications")
+    def get(self, request, pk: int):
+        return Response(ApplicationSerializer(own_application(request, pk)).data)
+
+
+class ApplicationWithdrawApi(APIView):
+    @extend_schema(request=None, responses=ApplicationSerializer, summary="Withdraw one of your applications")
+    def post(self, request, pk: int):
+        application = run_service(application_services.application_withdraw,
+                                  application=own_application(request, pk), by=request.user,
+                                  ip_address=client_ip(request))
+        return Response(ApplicationSerializer(application).data)
+
+
+class ApplicationSubmitApi(APIView):
+    @extend_schema(request=SubmitInputSerializer, responses=ApplicationSerializer, summary="Submit a draft")
+    def post(self, request, pk: int):
+        serializer = SubmitInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        application = run_service(application_services.application_submit,
+                                  application=own_application(request, pk), by=request.user,
+                                  ip_address=client_ip(request), user_agent=user_agent(request),
+                                  **serializer.validated_data)
+        return Response(ApplicationSerializer(application).data)
+
+
+class ApplicationRespondApi(APIView):
+    @extend_schema(request=RespondInputSerializer, responses=ApplicationSerializer,
+                   summary="Answer a reviewer's request for information")
+    def post(self, request, pk: int):
+        serializer = RespondInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        application = run_service(application_services.application_respond,
+                                  application=own_application(request, pk), by=request.user,
+                                  response=serializer.validated_data["response"], ip_address=client_ip(request))
+        return Response(ApplicationSerializer(application).data)
+
+
+class GrantListApi(APIView):
+    @extend_schema(responses=GrantSerializer(many=True), summary="Your grants (access to releases)")
+    def get(self, request):
+        return Response(GrantSerializer(selectors.grants_of(user=request.user), many=True).data)
+
+
+class ReviewPagination(PageNumberPagination):
+    def get_page_size(self, request) -> int:
+        return review_page_size()
+
+
+QUEUE_FILTERS = ["status", "release", "country", "signal", "age", "assigned"]
+
+
+class ReviewApplicationListApi(APIView):
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        parameters=[OpenApiParameter(name, str, description=description) for name, description in [
+            ("status", "submitted, in_review, needs_info, approved, rejected, withdrawn, decided "
+                       "(default: submitted and in_review)"),
+            ("release", "release slug"), ("country", "ISO 3166 code"),
+            ("signal", "vetting signal code that is not green (e.g. embargo, email_domain)"),
+            ("age", "overdue, within_sla or today"), ("assigned", "me or none"),
+            ("page", "page number")]],
+        responses=ReviewApplicationSerializer(many=True), summary="The review queue, oldest first",
+    )
+    def get(self, request):
+        params = {name: request.query_params.get(name, "") for name in QUEUE_FILTERS}
+        bad = params["status"] and params["status"] not in Application.Status.values + ["decided"]
+        if bad:
+            raise exceptions.ValidationError({"status": [f"Unknown status: {params['status']}."]})
+        queue = selectors.review_queue(reviewer=request.user, **params)
+        paginator = ReviewPagination()
+        page = paginator.paginate_queryset(queue, request, view=self)
+        data = ReviewApplicationSerializer(page, many=True, context={"now": timezone.now()}).data
+        return paginator.get_paginated_response(data)
+
+
+def _review_action(function):
+    class ReviewActionApi(APIView):
+        permission_classes = [IsReviewer]
+
+        @extend_schema(request=ReasonInputSerializer, responses=ReviewApplicationSerializer)
+        def post(self, request, pk: int):
+            serializer = ReasonInputSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            try:
+                application = selectors.application_for_review(pk=pk)
+            except Application.DoesNotExist:
+                raise Http404 from None
+            run_service(function, application=application, by=request.user,
+                        reason=serializer.validated_data["reason"], ip_address=client_ip(request))
+            return Response(ReviewApplicationSerializer(selectors.application_for_review(pk=pk)).data)
+
+    ReviewActionApi.__name__ = ReviewActionApi.__qualname__ = (
+        "Review" + function.__name__.title().replace("_", "") + "Api")
+    return ReviewActionApi
+
+
+ReviewApproveApi = _review_action(application_services.application_approve)
+ReviewRejectApi = _review_action(application_services.application_reject)
+ReviewRequestInfoApi = _review_action(application_services.application_request_info)

@@ -1,0 +1,95 @@
+"""HTML forms of the access app: field formats only; the rules live in the services."""
+
+from django import forms
+from django.conf import settings
+from django_countries import countries
+
+from access.models import Application, Institution, ReasonTemplate
+from artifacts.models import Release
+
+
+def add_service_errors(form: forms.Form, errors: dict[str, list[str]]) -> None:
+    """Show a service's field errors on the form (on the form itself when it has no such field)."""
+    for field, messages in errors.items():
+        for message in messages:
+            form.add_error(field if field in form.fields else None, message)
+
+
+class LicenceSignatureMixin(forms.Form):
+    accept_licence = forms.BooleanField(required=False, label="I have read and accept the licence")
+    signature_name = forms.CharField(max_length=200, required=False, label="Signature: type your full legal name")
+
+
+class ApplicationForm(LicenceSignatureMixin):
+    releases = forms.ModelMultipleChoiceField(queryset=Release.objects.none(), widget=forms.CheckboxSelectMultiple,
+                                              label="Release(s) requested")
+    legal_name = forms.CharField(max_length=200, label="Full legal name")
+    institution_name = forms.CharField(max_length=300, label="Institution")
+    institution_ror_id = forms.CharField(max_length=100, required=False, label="ROR id (optional)",
+                                         help_text="e.g. https://ror.org/052gg0110")
+    role = forms.ChoiceField(choices=[("", "Choose…")] + Application.Role.choices)
+    sector = forms.ChoiceField(choices=Institution.Sector.choices)
+    country = forms.ChoiceField(choices=[("", "Choose…")] + list(countries), label="Country where you work")
+    orcid = forms.CharField(max_length=40, required=False, label="ORCID iD (optional)",
+                            help_text="e.g. 0000-0002-1825-0097")
+    publications = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
+                                   label="Publications and URLs (optional)")
+    intended_use = forms.CharField(widget=forms.Textarea(attrs={"rows": 6}), label="Intended research use")
+    supervisor_name = forms.CharField(max_length=200, required=False, label="Supervisor / reference name",
+                                      help_text="Required for students: we e-mail them to confirm your project.")
+    supervisor_email = forms.EmailField(required=False, label="Supervisor / reference e-mail")
+
+    def __init__(self, *args, releases, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["releases"].queryset = releases
+        self.fields["intended_use"].help_text = (
+            f"At least {settings.ACCESS_INTENDED_USE_MIN_CHARS} characters: your research question, what you "
+            f"will do with the weights, and how you will publish.")
+
+
+class SignatureForm(LicenceSignatureMixin):
+    pass
+
+
+class RespondForm(forms.Form):
+    response = forms.CharField(widget=forms.Textarea(attrs={"rows": 5}), label="Your answer")
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100, label="Token name", help_text="e.g. the machine that uses it")
+    days = forms.IntegerField(min_value=1, initial=90, label="Valid for (days)")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["days"] = forms.IntegerField(min_value=1, max_value=settings.ACCESS_API_TOKEN_MAX_DAYS,
+                                                 initial=90, label="Valid for (days)")
+
+
+class DecisionForm(forms.Form):
+    ACTIONS = [("approve", "Approve"), ("reject", "Reject"), ("request_info", "Request information")]
+    action = forms.ChoiceField(choices=ACTIONS)
+    template = forms.ModelChoiceField(queryset=ReasonTemplate.objects.all(), required=False,
+                                      label="Reason template")
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False,
+                             label="Reason (shown to the applicant)")
+
+    def full_reason(self) -> str:
+        parts = [self.cleaned_data["template"].text] if self.cleaned_data.get("template") else []
+        if self.cleaned_data.get("reason", "").strip():
+            parts.append(self.cleaned_data["reason"].strip())
+        return "\n\n".join(parts)
+
+
+class BulkDecisionForm(DecisionForm):
+    ACTIONS = [("approve", "Approve"), ("reject", "Reject")]
+    action = forms.ChoiceField(choices=ACTIONS)
+    applications = forms.ModelMultipleChoiceField(queryset=Application.objects.all(), error_messages={
+        "required": "Select at least one application."})
+
+
+class NoteForm(forms.Form):
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Internal note")
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Reason (shown to the researcher)")

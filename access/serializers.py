@@ -1,0 +1,108 @@
+"""DRF serializers of the access API: input parsing and output shapes only."""
+
+from django.conf import settings
+from django.utils import timezone
+from django_countries.serializer_fields import CountryField
+from rest_framework import serializers
+
+from access.models import Application, Grant, Institution, VettingSignal
+from access.selectors import sla_state
+
+
+class ApplicationInputSerializer(serializers.Serializer):
+    releases = serializers.ListField(child=serializers.SlugField(), allow_empty=False,
+                                     help_text="Slugs of the releases requested; one application each.")
+    legal_name = serializers.CharField(max_length=200)
+    institution_name = serializers.CharField(max_length=300)
+    institution_ror_id = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    role = serializers.ChoiceField(choices=Application.Role.choices)
+    sector = serializers.ChoiceField(choices=Institution.Sector.choices, required=False,
+                                     default=Institution.Sector.ACADEMIA)
+    country = CountryField()
+    orcid = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
+    publications = serializers.CharField(required=False, allow_blank=True, default="")
+    intended_use = serializers.CharField()
+    supervisor_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    supervisor_email = serializers.EmailField(required=False, allow_blank=True, default="")
+    draft = serializers.BooleanField(required=False, default=False,
+                                     help_text="Save as a draft instead of submitting.")
+    accept_licence = serializers.BooleanField(required=False, default=False,
+                                              help_text="Required to submit: you accept each release's licence.")
+    signature_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="",
+                                           help_text="Your full legal name, typed as your signature.")
+
+
+class SubmitInputSerializer(serializers.Serializer):
+    accept_licence = serializers.BooleanField()
+    signature_name = serializers.CharField(max_length=200)
+
+
+class RespondInputSerializer(serializers.Serializer):
+    response = serializers.CharField(help_text="Your answer to the reviewer's request for information.")
+
+
+class ReasonInputSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="",
+                                   help_text="Shown to the applicant; required to reject or request information.")
+
+
+class ApplicationSerializer(serializers.ModelSerializer):
+    release = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    institution = serializers.CharField(source="institution.name", read_only=True)
+    country = CountryField()
+    status_display = serializers.CharField(source="get_status_display", read_only=True)
+
+    class Meta:
+        model = Application
+        fields = ["id", "release", "status", "status_display", "legal_name", "institution", "role", "sector",
+                  "country", "orcid", "publications", "intended_use", "supervisor_name", "supervisor_email",
+                  "reference_status", "info_request", "info_response", "decision_reason", "previous_application",
+                  "created_at", "submitted_at", "decided_at"]
+        read_only_fields = fields
+
+
+class SignalSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = VettingSignal
+        fields = ["code", "level", "blocking", "explanation", "checked_at"]
+
+
+class ReviewApplicationSerializer(ApplicationSerializer):
+    applicant_email = serializers.EmailField(source="user.email", read_only=True)
+    assigned_to = serializers.EmailField(source="assigned_to.email", read_only=True, default=None)
+    signals = SignalSerializer(many=True, read_only=True)
+    age_working_days = serializers.SerializerMethodField()
+    sla = serializers.SerializerMethodField()
+
+    class Meta(ApplicationSerializer.Meta):
+        fields = ApplicationSerializer.Meta.fields + ["applicant_email", "vetting", "signals", "assigned_to",
+                                                      "age_working_days", "sla"]
+        read_only_fields = fields
+
+    def get_age_working_days(self, application) -> int:
+        return sla_state(application, self.context.get("now") or timezone.now()).working_days
+
+    def get_sla(self, application) -> str:
+        return sla_state(application, self.context.get("now") or timezone.now()).state
+
+
+class GrantSerializer(serializers.ModelSerializer):
+    release = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    licence_version = serializers.SerializerMethodField()
+    active = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Grant
+        fields = ["id", "release", "licence_version", "application", "granted_at", "expires_at", "revoked_at",
+                  "revoke_reason", "active"]
+        read_only_fields = fields
+
+    def get_licence_version(self, grant) -> str:
+        return f"{grant.licence_version.licence.slug} v{grant.licence_version.number}"
+
+    def get_active(self, grant) -> bool:
+        return grant.is_active()
+
+
+def review_page_size() -> int:
+    return settings.ACCESS_REVIEW_PAGE_SIZE

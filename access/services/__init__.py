@@ -1,0 +1,1 @@
+"""Writes of the access app: the only place with business rules. One module per concern."""

@@ -1,0 +1,205 @@
+"""Pages for researchers: apply, follow an application, licences, grants and API tokens."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseNotAllowed
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from access import selectors
+from access.errors import AccessError
+from access.forms import ApplicationForm, RespondForm, SignatureForm, TokenForm, add_service_errors
+from access.http import client_ip, user_agent, validation_errors
+from access.mfa import staff_mfa_problem
+from access.models import Application
+from access.services.applications import (
+    application_create, application_respond, application_submit, application_withdraw,
+)
+from access.services.grants import grant_renew, grant_renewal_opens_at
+from access.services.licences import licence_accept
+from access.services.tokens import api_token_create, api_token_revoke
+from access.views.common import lookup_or_404, run_with_messages
+
+
+def _initial_from_last_application(user) -> dict:
+    """Pre-fill the profile from the user's last application."""
+    last = selectors.applications_of(user=user).first()
+    if last is None:
+        return {"legal_name": f"{user.first_name} {user.last_name}".strip()}
+    return {"legal_name": last.legal_name, "institution_name": last.institution.name,
+            "institution_ror_id": last.institution.ror_id, "role": last.role, "sector": last.sector,
+            "country": last.country.code, "orcid": last.orcid, "publications": last.publications,
+            "supervisor_name": last.supervisor_name, "supervisor_email": last.supervisor_email}
+
+
+@login_required
+def apply(request):
+    releases = selectors.releases_open_for_application()
+    form = ApplicationForm(request.POST or None, releases=releases,
+                           initial={**_initial_from_last_application(request.user),
+                                    "releases": releases.filter(slug=request.GET.get("release", ""))})
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        data = dict(form.cleaned_data)
+        chosen = list(data.pop("releases"))
+        accept, signature = data.pop("accept_licence"), data.pop("signature_name")
+        try:
+            created = application_create(
+                user=request.user, releases=chosen, fields=data, submit="save_draft" not in request.POST,
+                accept_licence=accept, signature_name=signature, ip_address=client_ip(request),
+                user_agent=user_agent(request))
+        except ValidationError as error:
+            add_service_errors(form, validation_errors(error))
+        except PermissionDenied as error:
+            messages.error(request, str(error))
+            status = 403
+        else:
+            if created[0].status == Application.Status.DRAFT:
+                messages.success(request, "Saved as a draft. Submit it from its page when you are ready.")
+            else:
+                messages.success(request, "Application submitted: we sent you an acknowledgement by e-mail.")
+            return redirect("access:application_detail", pk=created[0].pk)
+    if request.method == "POST" and status == 200:
+        status = 400
+    licences = {}
+    for release in releases:
+        version = release.licence.current_version()
+        if version is not None:
+            licences.setdefault(version.pk, {"version": version, "releases": []})["releases"].append(release)
+    return render(request, "access/apply.html", {
+        "form": form, "licences": list(licences.values()),
+        "email_verified": request.user.emailaddress_set.filter(email__iexact=request.user.email,
+                                                                verified=True).exists(),
+    }, status=status)
+
+
+@login_required
+def my_access(request):
+    grants = list(selectors.grants_of(user=request.user))
+    for grant in grants:
+        grant.renewal_opens_at = grant_renewal_opens_at(grant)
+        grant.licence_required = selectors.licence_acceptance_required(user=request.user, release=grant.release)
+    return render(request, "access/my_access.html", {
+        "applications": selectors.applications_of(user=request.user),
+        "grants": grants,
+    })
+
+
+@login_required
+def application_detail(request, pk: int):
+    application = lookup_or_404(selectors.application_of, user=request.user, pk=pk)
+    context = {
+        "application": application,
+        "timeline": selectors.application_timeline(application=application),
+        "queue_position": selectors.queue_position(application=application),
+        "expected_wait": selectors.median_time_to_decision(release=application.release),
+        "blocking": list(application.signals.filter(blocking=True)),
+        "respond_form": RespondForm(),
+        "submit_form": SignatureForm(initial={"signature_name": ""}),
+        "licence": application.release.licence.current_version(),
+    }
+    return render(request, "access/application_detail.html", context)
+
+
+@login_required
+def application_action(request, pk: int, action: str):
+    """POST handlers of the status page: withdraw, submit a draft, answer an information request."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    application = lookup_or_404(selectors.application_of, user=request.user, pk=pk)
+    common = {"application": application, "by": request.user, "ip_address": client_ip(request)}
+    if action == "withdraw":
+        if run_with_messages(request, application_withdraw, **common):
+            messages.success(request, "Application withdrawn.")
+    elif action == "submit":
+        form = SignatureForm(request.POST)
+        form.is_valid()
+        if run_with_messages(request, application_submit, accept_licence=form.cleaned_data.get("accept_licence", False),
+                             signature_name=form.cleaned_data.get("signature_name", ""),
+                             user_agent=user_agent(request), **common):
+            messages.success(request, "Application submitted: we sent you an acknowledgement by e-mail.")
+    elif action == "respond":
+        if run_with_messages(request, application_respond, response=request.POST.get("response", ""), **common):
+            messages.success(request, "Thank you: your answer is with the reviewers.")
+    return redirect("access:application_detail", pk=application.pk)
+
+
+@login_required
+def licence_accept_page(request, release_slug: str):
+    """Sign the current licence of a release (new versions need re-acceptance before use)."""
+    release = lookup_or_404(selectors.release_by_slug, slug=release_slug)
+    version = release.licence.current_version()
+    required = selectors.licence_acceptance_required(user=request.user, release=release)
+    form = SignatureForm(request.POST or None)
+    status = 200
+    if request.method == "POST" and required is not None and form.is_valid():
+        last = selectors.applications_of(user=request.user).first()
+        try:
+            licence_accept(user=request.user, licence_version=required, accepted=form.cleaned_data["accept_licence"],
+                           signature_name=form.cleaned_data["signature_name"],
+                           expected_name=last.legal_name if last else "", ip_address=client_ip(request),
+                           user_agent=user_agent(request))
+        except ValidationError as error:
+            add_service_errors(form, validation_errors(error))
+            status = 400
+        else:
+            messages.success(request, f"You accepted {required}.")
+            return redirect(request.GET.get("next") if _safe_next(request) else "access:my_access")
+    return render(request, "access/licence_accept.html",
+                  {"release": release, "version": version, "required": required, "form": form}, status=status)
+
+
+def _safe_next(request) -> bool:
+    from django.utils.http import url_has_allowed_host_and_scheme
+
+    target = request.GET.get("next", "")
+    return bool(target) and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()})
+
+
+@login_required
+@require_POST
+def grant_renew_view(request, pk: int):
+    grant = lookup_or_404(selectors.grant_of, user=request.user, pk=pk)
+    if run_with_messages(request, grant_renew, grant=grant, by=request.user, ip_address=client_ip(request)):
+        messages.success(request, f"Your access to {grant.release.name} is renewed.")
+    return redirect("access:my_access")
+
+
+@login_required
+def tokens(request):
+    form = TokenForm(request.POST or None)
+    new_token = None
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                _, new_token = api_token_create(
+                    user=request.user, name=form.cleaned_data["name"], days=form.cleaned_data["days"],
+                    created_with_mfa=request.user.is_staff and staff_mfa_problem(request) is None,
+                    ip_address=client_ip(request))
+            except ValidationError as error:
+                add_service_errors(form, validation_errors(error))
+                status = 400
+            else:
+                form = TokenForm()
+        else:
+            status = 400
+    return render(request, "access/tokens.html", {
+        "form": form, "new_token": new_token, "tokens": selectors.api_tokens_of(user=request.user),
+        "max_days": settings.ACCESS_API_TOKEN_MAX_DAYS,
+    }, status=status)
+
+
+@login_required
+@require_POST
+def token_revoke(request, pk: int):
+    token = lookup_or_404(selectors.api_token_of, user=request.user, pk=pk)
+    try:
+        api_token_revoke(token=token, by=request.user, ip_address=client_ip(request))
+    except AccessError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Token {token.name} revoked.")
+    return redirect("access:tokens")

@@ -1,0 +1,52 @@
+"""Pages without sign-in: the reference's confirmation link and the transparency figures."""
+
+from django.conf import settings
+from django.core import signing
+from django.core.cache import cache
+from django.shortcuts import render
+
+from access import selectors
+from access.errors import AccessError
+from access.http import client_ip
+from access.models import Application
+from access.services.applications import application_reference_respond, reference_token_load
+
+
+def reference_respond(request, token: str):
+    """The supervisor or reference confirms or declines through the signed link in their e-mail."""
+    try:
+        payload = reference_token_load(token)
+    except signing.SignatureExpired:
+        return render(request, "access/reference.html", {"problem": "This link has expired."}, status=410)
+    except signing.BadSignature:
+        return render(request, "access/reference.html", {"problem": "This link is not valid."}, status=404)
+    application = (Application.objects.select_related("release", "institution", "user")
+                   .filter(pk=payload.get("application"), supervisor_email=payload.get("email")).first())
+    if application is None:
+        return render(request, "access/reference.html", {"problem": "This link is not valid."}, status=404)
+    done = None
+    status = 200
+    if request.method == "POST":
+        decision = request.POST.get("decision")
+        if decision not in {"confirm", "decline"}:
+            return render(request, "access/reference.html",
+                          {"application": application, "problem": "Choose confirm or decline."}, status=400)
+        try:
+            application_reference_respond(application=application, confirmed=decision == "confirm",
+                                          ip_address=client_ip(request))
+        except AccessError as error:
+            return render(request, "access/reference.html", {"problem": str(error)}, status=409)
+        done = decision
+    return render(request, "access/reference.html", {"application": application, "done": done}, status=status)
+
+
+TRANSPARENCY_CACHE_KEY = "access:transparency"
+
+
+def transparency(request):
+    figures = cache.get(TRANSPARENCY_CACHE_KEY)
+    if figures is None:
+        figures = selectors.transparency_figures()
+        cache.set(TRANSPARENCY_CACHE_KEY, figures, 600)
+    return render(request, "access/transparency.html", {
+        "figures": figures, "minimum": settings.ACCESS_TRANSPARENCY_MIN_CELL})

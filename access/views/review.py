@@ -1,0 +1,189 @@
+"""The reviewer queue and application pages (under /review/: staff with TOTP and the permission)."""
+
+import csv
+import json
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+from django_countries import countries
+
+from access import selectors
+from access.errors import AccessError
+from access.forms import BulkDecisionForm, DecisionForm, NoteForm, ReasonForm
+from access.http import client_ip, validation_errors
+from access.models import Application, ReasonTemplate
+from access.services.applications import (
+    application_approve, application_assign, application_reject, application_request_info,
+)
+from access.services.grants import grant_revoke
+from access.services.review import application_bulk_decide, application_note_add, reviewers
+from access.services.vetting import SIGNAL_LABELS
+from access.views.common import lookup_or_404, reviewer_required, run_with_messages
+from artifacts.models import Release
+
+DECISIONS = {"approve": application_approve, "reject": application_reject, "request_info": application_request_info}
+FILTERS = ["release", "status", "age", "country", "signal", "assigned"]
+
+
+@reviewer_required
+def review_queue(request):
+    filters = {name: request.GET.get(name, "").strip() for name in FILTERS}
+    if filters["status"] and filters["status"] not in Application.Status.values + ["decided"]:
+        filters["status"] = ""
+    now = timezone.now()
+    queue = selectors.review_queue(reviewer=request.user, now=now, **filters)
+    page = Paginator(queue, settings.ACCESS_REVIEW_PAGE_SIZE).get_page(request.GET.get("page"))
+    for application in page.object_list:
+        application.sla = selectors.sla_state(application, now)
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "access/review/queue.html", {
+        "page": page, "filters": filters, "query": query.urlencode(),
+        "releases": Release.objects.order_by("slug").only("slug", "name"),
+        "statuses": Application.Status.choices, "signals": SIGNAL_LABELS, "countries": list(countries),
+        "bulk_form": BulkDecisionForm(), "reason_templates": ReasonTemplate.objects.filter(kind="reject"),
+    })
+
+
+def _application_or_404(pk) -> Application:
+    return lookup_or_404(selectors.application_for_review, pk=pk)
+
+
+@reviewer_required
+def review_detail(request, pk: int):
+    application = _application_or_404(pk)
+    own = application.user_id == request.user.pk
+    return render(request, "access/review/detail.html", {
+        "application": application, "own": own,
+        "timeline": selectors.application_timeline(application=application, for_reviewer=True),
+        "sla": selectors.sla_state(application, timezone.now()) if application.submitted_at else None,
+        "decision_form": DecisionForm(), "note_form": NoteForm(), "revoke_form": ReasonForm(),
+        "reason_templates": ReasonTemplate.objects.all(),
+        "reviewers": reviewers(),
+        "other_applications": Application.objects.filter(user=application.user).exclude(pk=application.pk)
+        .select_related("release").order_by("-created_at")[:20],
+        "signal_labels": SIGNAL_LABELS,
+        "is_open": application.status in Application.OPEN_STATUSES - {Application.Status.DRAFT},
+    })
+
+
+@reviewer_required
+@require_POST
+def review_decide(request, pk: int):
+    application = _application_or_404(pk)
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        for field, errors in form.errors.items():
+            for error in errors:
+                messages.error(request, f"{field}: {error}")
+        return redirect("access:review_detail", pk=pk)
+    action = form.cleaned_data["action"]
+    if run_with_messages(request, DECISIONS[action], application=application, by=request.user,
+                         reason=form.full_reason(), ip_address=client_ip(request)):
+        messages.success(request, f"Application #{pk}: {dict(DecisionForm.ACTIONS)[action].lower()} done.")
+        return redirect("access:review_queue")
+    return redirect("access:review_detail", pk=pk)
+
+
+@reviewer_required
+@require_POST
+def review_assign(request, pk: int):
+    application = _application_or_404(pk)
+    assignee_id = request.POST.get("assignee", "")
+    assignee = None
+    if assignee_id:
+        assignee = next((user for user in reviewers() if str(user.pk) == assignee_id), None)
+        if assignee is None:
+            messages.error(request, "Choose a reviewer from the list.")
+            return redirect("access:review_detail", pk=pk)
+    if run_with_messages(request, application_assign, application=application, by=request.user, assignee=assignee,
+                         ip_address=client_ip(request)):
+        messages.success(request, f"Assigned to {assignee.email}." if assignee else "Unassigned.")
+    return redirect("access:review_detail", pk=pk)
+
+
+@reviewer_required
+@require_POST
+def review_note(request, pk: int):
+    application = _application_or_404(pk)
+    if run_with_messages(request, application_note_add, application=application, by=request.user,
+                         text=request.POST.get("text", "")):
+        messages.success(request, "Note added.")
+    if request.htmx:
+        application = _application_or_404(pk)
+        return render(request, "access/review/_notes.html", {"application": application})
+    return redirect("access:review_detail", pk=pk)
+
+
+@reviewer_required
+@require_POST
+def review_bulk(request):
+    form = BulkDecisionForm(request.POST)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+        return redirect("access:review_queue")
+    applications = selectors.applications_for_review(pks=[a.pk for a in form.cleaned_data["applications"]])
+    try:
+        decided, failed = application_bulk_decide(applications=applications, by=request.user,
+                                                  decision=form.cleaned_data["action"], reason=form.full_reason(),
+                                                  ip_address=client_ip(request))
+    except ValidationError as error:
+        for messages_ in validation_errors(error).values():
+            for message in messages_:
+                messages.error(request, message)
+        return redirect("access:review_queue")
+    if decided:
+        messages.success(request, f"{len(decided)} application{'s' if len(decided) != 1 else ''} decided: "
+                                  + ", ".join(f"#{a.pk}" for a in decided) + ".")
+    for pk, why in failed.items():
+        messages.error(request, f"#{pk}: {why}")
+    return redirect("access:review_queue")
+
+
+@reviewer_required
+def review_export(request, release_slug: str, fmt: str):
+    release = lookup_or_404(selectors.release_by_slug, slug=release_slug)
+    rows = selectors.review_export_rows(release=release)
+    filename = f"{release.slug}-applications-{timezone.now():%Y%m%d}"
+    if fmt == "json":
+        response = HttpResponse(json.dumps({"release": release.slug, "applications": rows}, indent=2),
+                                content_type="application/json")
+    else:
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        writer = csv.DictWriter(response, fieldnames=list(selectors.EXPORT_FIELDS))
+        writer.writeheader()
+        writer.writerows(rows)
+    response["Content-Disposition"] = f'attachment; filename="{filename}.{fmt}"'
+    return response
+
+
+@reviewer_required
+@require_POST
+def review_grant_revoke(request, pk: int):
+    grant = lookup_or_404(selectors.grant_for_review, pk=pk)
+    try:
+        grant_revoke(grant=grant, by=request.user, reason=request.POST.get("reason", ""),
+                     ip_address=client_ip(request))
+    except ValidationError as error:
+        for messages_ in validation_errors(error).values():
+            for message in messages_:
+                messages.error(request, message)
+    except (AccessError, PermissionDenied) as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Access to {grant.release.name} revoked.")
+    if grant.application_id:
+        return redirect("access:review_detail", pk=grant.application_id)
+    return redirect("access:review_queue")
+
+
+__all__ = ["review_queue", "review_detail", "review_decide", "review_assign", "review_note", "review_bulk",
+           "review_export", "review_grant_revoke"]

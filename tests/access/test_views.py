@@ -1,0 +1,294 @@
+"""The HTML pages: applying, the status page, licences, tokens, the reviewer queue, transparency."""
+
+import csv
+import io
+import json
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.urls import reverse
+from django.utils import timezone
+
+from access.models import ApiToken, Application, Grant
+from access.services.applications import application_approve, application_reject, application_request_info
+from access.services.licences import licence_version_publish
+from tests.access.conftest import INTENDED_USE, apply
+from tests.factories import StaffFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def form_data(release, **overrides) -> dict:
+    data = {"releases": [release.pk], "legal_name": "Ada Lovelace", "institution_name": "Example University",
+            "institution_ror_id": "", "role": "researcher", "sector": "academia", "country": "GB",
+            "orcid": "0000-0002-1825-0097", "publications": "", "intended_use": INTENDED_USE,
+            "supervisor_name": "", "supervisor_email": "", "accept_licence": "on", "signature_name": "Ada Lovelace",
+            "submit": "1"}
+    data.update(overrides)
+    return data
+
+
+def test_apply_page_submits_and_lands_on_the_status_page(researcher_client, researcher, release, run_on_commit):
+    page = researcher_client.get(reverse("access:apply"))
+    assert page.status_code == 200
+    assert "Non-commercial research use only." in page.content.decode()  # the licence text is shown
+    with run_on_commit():
+        response = researcher_client.post(reverse("access:apply"), form_data(release), follow=True)
+    application = Application.objects.get(user=researcher)
+    assert response.redirect_chain[-1][0] == reverse("access:application_detail", args=[application.pk])
+    body = response.content.decode()
+    assert "Submitted" in body and "number 1" in body and "Expected wait" in body
+    assert "We received your application" in mail.outbox[0].subject
+
+
+def test_apply_form_shows_field_errors_and_answers_400(researcher_client, release):
+    response = researcher_client.post(reverse("access:apply"), form_data(
+        release, orcid="0000-0002-1825-0098", intended_use="Too short.", accept_licence=""))
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "not a valid ORCID" in body and "at least 200 characters" in body
+    assert not Application.objects.exists()
+
+
+def test_unverified_users_cannot_apply_through_the_form(client, release):
+    client.force_login(UserFactory(verified=False))
+    assert "Verify your e-mail address before applying" in client.get(reverse("access:apply")).content.decode()
+    response = client.post(reverse("access:apply"), form_data(release))
+    assert response.status_code == 403
+    assert not Application.objects.exists()
+
+
+def test_a_draft_is_saved_then_submitted_from_its_page(researcher_client, researcher, release, run_on_commit):
+    researcher_client.post(reverse("access:apply"), {**form_data(release, accept_licence=""), "save_draft": "1"})
+    application = Application.objects.get(user=researcher)
+    assert application.status == Application.Status.DRAFT
+    with run_on_commit():
+        researcher_client.post(reverse("access:application_submit", args=[application.pk]),
+                               {"accept_licence": "on", "signature_name": "Ada Lovelace"})
+    application.refresh_from_db()
+    assert application.status == Application.Status.SUBMITTED
+
+
+def test_status_page_shows_the_reason_and_answers_requests_in_place(researcher_client, researcher, reviewer,
+                                                                    release, run_on_commit):
+    with run_on_commit():
+        application = apply(researcher, release)
+        application_request_info(application=application, by=reviewer, reason="Name your lab, please.")
+    page = researcher_client.get(reverse("access:application_detail", args=[application.pk])).content.decode()
+    assert "Name your lab, please." in page and "Send my answer" in page
+    with run_on_commit():
+        researcher_client.post(reverse("access:application_respond", args=[application.pk]),
+                               {"response": "The memorisation lab."})
+    application.refresh_from_db()
+    assert application.status == Application.Status.SUBMITTED
+    application_reject(application=application, by=reviewer, reason="Commercial purpose.")
+    page = researcher_client.get(reverse("access:application_detail", args=[application.pk])).content.decode()
+    assert "Commercial purpose." in page and "apply again" in page
+    assert "The reviewer asked for more information" in page  # timeline
+
+
+def test_another_user_s_pages_are_404(client, researcher, release):
+    application = apply(researcher, release)
+    client.force_login(UserFactory())
+    assert client.get(reverse("access:application_detail", args=[application.pk])).status_code == 404
+    assert client.post(reverse("access:application_withdraw", args=[application.pk])).status_code == 404
+    application.refresh_from_db()
+    assert application.status == Application.Status.SUBMITTED
+
+
+def test_withdraw_from_the_status_page(researcher_client, researcher, release):
+    application = apply(researcher, release)
+    researcher_client.post(reverse("access:application_withdraw", args=[application.pk]))
+    application.refresh_from_db()
+    assert application.status == Application.Status.WITHDRAWN
+
+
+def test_my_access_asks_to_re_accept_a_new_licence_version(researcher_client, researcher, reviewer, release,
+                                                           run_on_commit):
+    with run_on_commit():
+        application = apply(researcher, release)
+    application_approve(application=application, by=reviewer)
+    licence_version_publish(licence=release.licence, text_markdown="# v2\n\nNew terms.", by=reviewer)
+    page = researcher_client.get(reverse("access:my_access")).content.decode()
+    url = reverse("access:licence_accept", args=[release.slug])
+    assert url in page
+    assert researcher_client.post(url, {"accept_licence": "on", "signature_name": "Someone"}).status_code == 400
+    response = researcher_client.post(url, {"accept_licence": "on", "signature_name": "Ada Lovelace"})
+    assert response.status_code == 302
+    assert url not in researcher_client.get(reverse("access:my_access")).content.decode()
+
+
+def test_renew_from_my_access(researcher_client, researcher, reviewer, release, run_on_commit):
+    with run_on_commit():
+        application = apply(researcher, release)
+    application_approve(application=application, by=reviewer)
+    Grant.objects.update(expires_at=timezone.now() + timedelta(days=10))
+    assert "Renew" in researcher_client.get(reverse("access:my_access")).content.decode()
+    grant = Grant.objects.get()
+    researcher_client.post(reverse("access:grant_renew", args=[grant.pk]))
+    grant.refresh_from_db()
+    assert grant.expires_at > timezone.now() + timedelta(days=370)
+
+
+def test_tokens_are_shown_once_and_revocable(researcher_client, researcher):
+    response = researcher_client.post(reverse("access:tokens"), {"name": "laptop", "days": 30})
+    body = response.content.decode()
+    token = ApiToken.objects.get(user=researcher)
+    assert "shown only once" in body and token.prefix in body
+    assert "shown only once" not in researcher_client.get(reverse("access:tokens")).content.decode()
+    assert researcher_client.post(reverse("access:tokens"), {"name": "", "days": 9999}).status_code == 400
+    researcher_client.post(reverse("access:token_revoke", args=[token.pk]))
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    other = UserFactory()
+    researcher_client.force_login(other)
+    assert researcher_client.post(reverse("access:token_revoke", args=[token.pk])).status_code == 404
+
+
+# Reviewers ---------------------------------------------------------------------------------------
+
+def test_researchers_and_staff_without_the_permission_cannot_open_the_queue(reviewer_client):
+    from django.test import Client
+
+    researcher, plain_staff = Client(), Client()
+    researcher.force_login(UserFactory())
+    assert researcher.get(reverse("access:review_queue")).status_code == 403
+    staff = StaffFactory(is_superuser=False)
+    from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+
+    staff.totp_secret = generate_totp_secret()
+    TOTP.activate(staff, staff.totp_secret)
+    from tests.access.conftest import log_in_with_totp
+
+    log_in_with_totp(plain_staff, staff)
+    assert plain_staff.get(reverse("access:review_queue")).status_code == 403  # two-factor, no permission
+    assert reviewer_client.get(reverse("access:review_queue")).status_code == 200
+
+
+def test_staff_without_two_factor_are_stopped_before_the_queue(client):
+    client.force_login(StaffFactory())
+    response = client.get(reverse("access:review_queue"))
+    assert response.status_code == 302 and response["Location"] == reverse("mfa_activate_totp")
+
+
+def test_the_queue_is_oldest_first_with_age_badges_and_filters(reviewer_client, release, open_release,
+                                                               run_on_commit):
+    with run_on_commit():
+        old = apply(UserFactory(), release, legal_name="Olive Old", orcid="", country="FR")
+        new = apply(UserFactory(), release, legal_name="Nina New", orcid="", country="DE")
+    Application.objects.filter(pk=old.pk).update(submitted_at=timezone.now() - timedelta(days=20))
+    body = reviewer_client.get(reverse("access:review_queue")).content.decode()
+    assert body.index("Olive Old") < body.index("Nina New")
+    assert "over SLA" in body
+    filtered = reviewer_client.get(reverse("access:review_queue"), {"country": "DE"}).content.decode()
+    assert "Nina New" in filtered and "Olive Old" not in filtered
+    overdue = reviewer_client.get(reverse("access:review_queue"), {"age": "overdue"}).content.decode()
+    assert "Olive Old" in overdue and "Nina New" not in overdue
+    assert "Nina New" not in reviewer_client.get(reverse("access:review_queue"),
+                                                 {"release": open_release.slug}).content.decode()
+
+
+def test_the_queue_page_uses_a_constant_number_of_queries(reviewer_client, release, run_on_commit,
+                                                          django_assert_max_num_queries):
+    for index in range(25):
+        with run_on_commit():
+            apply(UserFactory(), release, legal_name=f"Person {index}", orcid="")
+    with django_assert_max_num_queries(15):
+        response = reviewer_client.get(reverse("access:review_queue"))
+    assert "25 applications" in response.content.decode()
+
+
+def test_signal_filter_finds_applications_needing_a_look(reviewer_client, release, run_on_commit):
+    with run_on_commit():
+        apply(UserFactory(email="x@gmail.com"), release, legal_name="Gina Gmail", orcid="")
+        apply(UserFactory(), release, legal_name="Uma Uni", orcid="")
+    body = reviewer_client.get(reverse("access:review_queue"), {"signal": "email_domain"}).content.decode()
+    assert "Gina Gmail" in body and "Uma Uni" not in body
+
+
+def test_reviewer_decides_with_a_template_plus_free_text(reviewer_client, researcher, release, run_on_commit):
+    from access.models import ReasonTemplate
+
+    with run_on_commit():
+        application = apply(researcher, release)
+    detail = reviewer_client.get(reverse("access:review_detail", args=[application.pk])).content.decode()
+    assert "Vetting signals" in detail and "academic suffix" in detail
+    template = ReasonTemplate.objects.get(title="Intended use out of scope")
+    missing = reviewer_client.post(reverse("access:review_decide", args=[application.pk]),
+                                   {"action": "reject"}, follow=True)
+    assert "A reason is required" in missing.content.decode()
+    with run_on_commit():
+        reviewer_client.post(reverse("access:review_decide", args=[application.pk]),
+                             {"action": "reject", "template": template.pk, "reason": "Product demos are commercial."})
+    application.refresh_from_db()
+    assert application.status == Application.Status.REJECTED
+    assert template.text in application.decision_reason and "Product demos" in application.decision_reason
+    assert "Product demos are commercial." in mail.outbox[-1].body
+
+
+def test_assignment_notes_and_revocation(reviewer_client, reviewer, researcher, release, run_on_commit):
+    with run_on_commit():
+        application = apply(researcher, release)
+    reviewer_client.post(reverse("access:review_assign", args=[application.pk]), {"assignee": reviewer.pk})
+    application.refresh_from_db()
+    assert application.assigned_to == reviewer and application.status == Application.Status.IN_REVIEW
+    notes = reviewer_client.post(reverse("access:review_note", args=[application.pk]),
+                                 {"text": "Checked the lab page."}, HTTP_HX_REQUEST="true")
+    assert "Checked the lab page." in notes.content.decode()
+    assert "Checked the lab page." not in reviewer_client.get(
+        reverse("access:application_detail", args=[application.pk])).content.decode()  # 404 for the reviewer
+    application_approve(application=application, by=reviewer)
+    grant = Grant.objects.get()
+    reviewer_client.post(reverse("access:review_grant_revoke", args=[grant.pk]), {"reason": "Licence breach."})
+    grant.refresh_from_db()
+    assert grant.revoked_at is not None and grant.revoke_reason == "Licence breach."
+
+
+def test_bulk_approve_and_reject(reviewer_client, release, run_on_commit):
+    with run_on_commit():
+        apps = [apply(UserFactory(), release, legal_name=f"Bulk {i}", orcid="") for i in range(3)]
+    reviewer_client.post(reverse("access:review_bulk"), {"applications": [apps[0].pk, apps[1].pk],
+                                                         "action": "approve", "reason": ""})
+    assert Application.objects.filter(status="approved").count() == 2
+    response = reviewer_client.post(reverse("access:review_bulk"), {"applications": [apps[2].pk],
+                                                                    "action": "reject", "reason": ""}, follow=True)
+    assert "A reason is required" in response.content.decode()
+    reviewer_client.post(reverse("access:review_bulk"), {"applications": [apps[2].pk], "action": "reject",
+                                                         "reason": "Duplicate account."})
+    assert Application.objects.get(pk=apps[2].pk).status == "rejected"
+
+
+def test_own_applications_show_no_decision_form(reviewer_client, reviewer, release, run_on_commit):
+    with run_on_commit():
+        mine = apply(reviewer, release)
+    page = reviewer_client.get(reverse("access:review_detail", args=[mine.pk])).content.decode()
+    assert "your own application" in page and "Record decision" not in page
+    reviewer_client.post(reverse("access:review_decide", args=[mine.pk]), {"action": "approve"})
+    assert Application.objects.get(pk=mine.pk).status == Application.Status.SUBMITTED
+
+
+def test_export_a_release_s_requests_and_decisions(reviewer_client, reviewer, release, run_on_commit):
+    with run_on_commit():
+        application = apply(UserFactory(), release, orcid="")
+    application_reject(application=application, by=reviewer, reason="No.")
+    as_csv = reviewer_client.get(reverse("access:review_export", args=[release.slug, "csv"]))
+    rows = list(csv.DictReader(io.StringIO(as_csv.content.decode())))
+    assert rows[0]["status"] == "rejected" and rows[0]["decision_reason"] == "No."
+    assert rows[0]["decided_by"] == reviewer.email
+    as_json = json.loads(reviewer_client.get(reverse("access:review_export", args=[release.slug, "json"])).content)
+    assert as_json["applications"][0]["id"] == application.pk
+
+
+def test_transparency_suppresses_small_cells_and_names_nobody(client, reviewer, release, run_on_commit):
+    with run_on_commit():
+        applications = [apply(UserFactory(), release, legal_name=f"Gb Person {index}", orcid="", country="GB")
+                        for index in range(6)]
+        apply(UserFactory(), release, legal_name="Lonely Icelander", orcid="", country="IS")
+    for application in applications[:5]:
+        application_approve(application=application, by=reviewer)
+    body = client.get(reverse("access:transparency")).content.decode()
+    assert "United Kingdom" in body
+    assert "Iceland" not in body and "Other countries" in body  # one application: pooled
+    assert "&lt;5" in body
+    assert "Lonely Icelander" not in body and "Gb Person" not in body
