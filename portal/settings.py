@@ -302,9 +302,7 @@ ARTIFACT_VERIFY_INTERVAL_HOURS = env_int("ARTIFACT_VERIFY_INTERVAL_HOURS", 24 * 
 CLOUDFRONT_DOMAIN = os.environ.get("CLOUDFRONT_DOMAIN", "")
 CLOUDFRONT_KEY_ID = os.environ.get("CLOUDFRONT_KEY_ID", "")
 CLOUDFRONT_PRIVATE_KEY_PATH = os.environ.get("CLOUDFRONT_PRIVATE_KEY_PATH", "")
-CELERY_BEAT_SCHEDULE = {
-    "artifacts-verify-releases": {
-        "task": "artifacts.verify_all_releases",
-        "schedule": ARTIFACT_VERIFY_INTERVAL_HOURS * 3600,
-    },
+CELERY_BEAT_SCHEDULE["artifacts-verify-releases"] = {
+    "task": "artifacts.verify_all_releases",
+    "schedule": ARTIFACT_VERIFY_INTERVAL_HOURS * 3600,
 }

@@ -99,3 +99,16 @@ def test_verify_release_on_s3_detects_replaced_bytes(s3_variant, s3_bucket, s3_p
     with pytest.raises(CommandError, match="1 of 3"):
         call_command("verify_release", "opt-test", "--hash-with", "inline")
     assert ArtifactFile.objects.get(path="checkpoint_last-model_part-1-shard0.pt").integrity == "corrupted"
+
+
+def test_releases_are_re_verified_on_a_schedule(settings):
+    schedule = settings.CELERY_BEAT_SCHEDULE["artifacts-verify-releases"]
+    assert schedule["task"] == "artifacts.verify_all_releases"
+
+
+def test_the_scheduled_verification_withholds_a_corrupted_file(local_variant, weight_dir):
+    from artifacts.tasks import verify_all_releases_task
+
+    (weight_dir / "nested/dict.txt").write_bytes(b"tampered")
+    assert verify_all_releases_task.delay().get() == 3
+    assert ArtifactFile.objects.get(path="nested/dict.txt").integrity == "corrupted"
