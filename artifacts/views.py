@@ -9,6 +9,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from access.selectors import licence_acceptance_required
 from artifacts import selectors
 from artifacts.markdown import render_markdown
 from artifacts.services.downloads import Decision, ManifestRefused, download_authorize, manifest_issue
@@ -37,6 +38,8 @@ def release_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "licence_version": licence_version,
         "licence_html": render_markdown(licence_version.text_markdown) if licence_version else "",
         "grant": selectors.grant_active_for(user=request.user, release=release),
+        "licence_required": licence_acceptance_required(user=request.user, release=release)
+        if request.user.is_authenticated else None,
     })
 
 

@@ -73,7 +73,8 @@ def licence_blocker(*, user: User, release: Release) -> str:
     version = licence_acceptance_required(user=user, release=release)
     if version is None:
         return ""
-    return f"Accept version {version.number} of the {version.licence.title} before downloading."
+    page = settings.SITE_URL + reverse("access:licence_accept", args=[release.slug])
+    return f"Accept version {version.number} of the {version.licence.title} before downloading: {page}"
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -77,3 +78,26 @@ def test_client_refuses_a_corrupted_file(live_server, user, grant, local_variant
     assert "sha256 mismatch" in result.stdout + result.stderr
     assert not (dest / SHARD).exists() and not (dest / f"{SHARD}.part").exists()
     assert (dest / "nested/dict.txt").exists()
+
+
+def test_python_client_renews_expired_links_with_an_api_token(
+    live_server, user, grant, local_variant, weight_dir, tmp_path, monkeypatch
+):
+    from django.core import signing
+
+    from access.services.tokens import api_token_create
+
+    _, raw_token = api_token_create(user=user, name="cluster", days=30, created_with_mfa=False)
+    two_days_ago = time.time() - 2 * 24 * 3600
+    monkeypatch.setattr(signing.time, "time", lambda: two_days_ago)
+    script = fetch_client(live_server, user, "gatehouse_download.py", tmp_path)  # its links are already expired
+    monkeypatch.undo()
+    dest = tmp_path / "out"
+
+    without_token = run_client(script, dest)
+    assert without_token.returncode != 0 and "links expired" in without_token.stderr
+
+    result = subprocess.run([sys.executable, str(script), "--dest", str(dest), "--token", raw_token],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (dest / SHARD).read_bytes() == (weight_dir / SHARD).read_bytes()

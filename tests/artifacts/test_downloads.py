@@ -1,5 +1,6 @@
 """Manifests and /dl/ links: local streaming with Range, S3 redirects, refusals and limits."""
 
+import datetime
 import time
 import urllib.error
 import urllib.request
@@ -9,9 +10,10 @@ from django.core import signing
 from django.utils import timezone
 
 from access.models import LicenceVersion
+from access.services.grants import grant_renew, grant_revoke
 from artifacts.models import ArtifactFile, DownloadEvent
 from tests.artifacts.conftest import grant_for
-from tests.factories import DEFAULT_PASSWORD, UserFactory
+from tests.factories import DEFAULT_PASSWORD, StaffFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 SHARD = "checkpoint_last-model_part-0-shard0.pt"
@@ -96,18 +98,18 @@ def test_an_expired_link_answers_410_and_says_how_to_get_a_new_one(signed_in, gr
 
 def test_revoking_a_grant_kills_every_issued_link(signed_in, grant, local_variant):
     url = link(signed_in)
-    grant.revoked_at, grant.generation, grant.revoke_reason = timezone.now(), grant.generation + 1, "Breach"
-    grant.save()
+    grant_revoke(grant=grant, by=StaffFactory(), reason="Weights were shared outside the licence.")
     response = signed_in.get(url)
     assert response.status_code == 403 and "revoked" in response.content.decode()
     refused = signed_in.get("/api/v1/releases/opt-test/manifest?variant=metaseq-mp2")
     assert refused.status_code == 403 and refused.json()["code"] == "no_active_grant"
 
 
-def test_renewing_a_grant_supersedes_old_links(signed_in, grant, local_variant):
+def test_renewing_a_grant_supersedes_old_links(signed_in, user, grant, local_variant):
     old = link(signed_in)
-    grant.generation += 1
+    grant.expires_at = timezone.now() + datetime.timedelta(days=10)  # renewal opens in the last weeks
     grant.save()
+    grant_renew(grant=grant, by=user)
     assert signed_in.get(old).status_code == 410
     assert signed_in.get(link(signed_in)).status_code == 200
 
@@ -205,6 +207,7 @@ def test_a_new_licence_version_must_be_accepted_before_the_next_download(signed_
     response = signed_in.get(url, headers={"Accept": "application/json"})
     assert response.status_code == 403
     assert "Accept version 2" in response.json()["detail"]
+    assert "/access/licences/opt-test/" in response.json()["detail"]
     refused = signed_in.get("/api/v1/releases/opt-test/manifest?variant=metaseq-mp2")
     assert refused.status_code == 403 and refused.json()["code"] == "licence_acceptance_required"
 
