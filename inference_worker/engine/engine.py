@@ -14,7 +14,6 @@ import random
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from .config import OPTConfig
 from .kv_cache import CachedBatch, KVCache
@@ -25,7 +24,7 @@ from .requests import Completion, Request, RequestOutput, SamplingParams, TokenC
 from .sampling import Sampled, Sampler, SamplingState
 from .scheduler import PrefillChunk, Scheduler, Sequence
 from .tokenizer import OPTTokenizer, tokenizer_files
-from .tp import TensorParallel, free_port, init_process_group, launched_by_torchrun
+from .tp import TensorParallel, connect, free_port, join_torchrun, launched_by_torchrun
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -44,7 +43,6 @@ class Engine:
         max_batch: int = 16,
         max_batch_tokens: int = 3072,
         followers: Followers | None = None,
-        owns_process_group: bool = False,
     ):
         self.model = model
         self.config: OPTConfig = model.config
@@ -57,7 +55,6 @@ class Engine:
             self.tp, self.config.vocab_size, model.embed_tokens.start, model.embed_tokens.rows_per_rank
         )
         self._followers = followers
-        self._owns_process_group = owns_process_group
         self._cache: KVCache | None = None
 
     # -- construction -------------------------------------------------------------------------
@@ -89,16 +86,15 @@ class Engine:
             if world != tp:
                 raise ValueError(f"torchrun started {world} ranks but tp={tp}")
             device = _rank_device(device, int(os.environ.get("LOCAL_RANK", rank)))
-            group = init_process_group(device, rank, world)
-            return cls.build(path, group, device, dtype, owns_process_group=True, **options)
+            return cls.build(path, join_torchrun(device), device, dtype, **options)
         port = free_port()
         followers = Followers.start(
             path=path, world=tp, device=device, dtype=dtype, port=port, num_threads=num_threads, **options
         )
         try:
             device = _rank_device(device, 0)
-            group = init_process_group(device, 0, tp, master=f"127.0.0.1:{port}")
-            return cls.build(path, group, device, dtype, followers=followers, owns_process_group=True, **options)
+            group = connect(device, 0, tp, "127.0.0.1", port)
+            return cls.build(path, group, device, dtype, followers=followers, **options)
         except BaseException:
             followers.terminate()
             raise
@@ -112,13 +108,10 @@ class Engine:
         return cls(model, tokenizer, device, **options)
 
     def close(self) -> None:
-        """Stop the ranks this engine started and leave its process group."""
+        """Stop the ranks this engine started (their group goes with them)."""
         if self._followers is not None:
             self._followers.close()
             self._followers = None
-        if self._owns_process_group and dist.is_initialized():
-            dist.destroy_process_group()
-            self._owns_process_group = False
 
     def __enter__(self) -> Engine:
         return self

@@ -11,7 +11,7 @@ import torch
 
 from .engine import Engine, resolve_dtype
 from .requests import Request
-from .tp import init_process_group
+from .tp import connect
 
 
 def follow() -> None:
@@ -23,7 +23,7 @@ def follow() -> None:
     device = torch.device(options["device"])
     if device.type == "cuda":
         device = torch.device("cuda", rank)
-    group = init_process_group(device, rank, world)
+    group = connect(device, rank, world, os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
     engine = Engine.build(
         Path(options["path"]),
         group,
@@ -31,7 +31,6 @@ def follow() -> None:
         resolve_dtype(options["dtype"]),
         max_batch=options["max_batch"],
         max_batch_tokens=options["max_batch_tokens"],
-        owns_process_group=True,
     )
     try:
         for line in sys.stdin:

@@ -17,16 +17,23 @@ import torch.nn.functional as F
 from torch import nn
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TensorParallel:
-    """This process's place in the tensor-parallel group (the default process group)."""
+    """This process's place in its tensor-parallel group; ``group`` is None when alone.
+
+    Collectives go through the group object itself, so an engine's group is private to it
+    (several engines may live in one process) and torch.distributed's global state is only
+    used under torchrun.
+    """
 
     rank: int = 0
     world: int = 1
+    group: dist.ProcessGroup | None = None
+    store: dist.Store | None = None
 
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
         if self.world > 1:
-            dist.all_reduce(x)
+            self.group.allreduce([x]).wait()
         return x
 
     def all_gather(self, x: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -34,13 +41,15 @@ class TensorParallel:
         if self.world == 1:
             return x
         parts = [torch.empty_like(x) for _ in range(self.world)]
-        dist.all_gather(parts, x.contiguous())
+        self.group.allgather([parts], [x.contiguous()]).wait()
         return torch.cat(parts, dim=dim)
 
     def broadcast(self, x: torch.Tensor) -> torch.Tensor:
         """Overwrite ``x`` on every rank with rank 0's ``x``."""
         if self.world > 1:
-            dist.broadcast(x, src=0)
+            options = dist.BroadcastOptions()
+            options.rootRank = 0
+            self.group.broadcast([x], options).wait()
         return x
 
     def shard_range(self, size: int) -> tuple[int, int]:
@@ -49,6 +58,9 @@ class TensorParallel:
             raise ValueError(f"dimension {size} is not divisible by the TP degree {self.world}")
         step = size // self.world
         return self.rank * step, (self.rank + 1) * step
+
+
+GROUP_TIMEOUT = timedelta(minutes=30)
 
 
 def free_port() -> int:
@@ -61,22 +73,24 @@ def launched_by_torchrun() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
 
 
-def init_process_group(device: torch.device, rank: int, world: int, master: str | None = None) -> TensorParallel:
-    """Join (or create) the default group: NCCL on GPU, gloo on CPU.
-
-    ``master`` is ``host:port``; without it the ``MASTER_ADDR``/``MASTER_PORT`` environment is used.
-    """
+def connect(device: torch.device, rank: int, world: int, host: str, port: int) -> TensorParallel:
+    """A private group of ``world`` ranks meeting at ``host:port`` (rank 0 hosts the store):
+    NCCL on GPU, gloo on CPU."""
     if world == 1:
         return TensorParallel()
+    store = dist.TCPStore(host, port, world, is_master=rank == 0, timeout=GROUP_TIMEOUT)
+    if device.type == "cuda":
+        group = dist.ProcessGroupNCCL(store, rank, world)
+    else:
+        group = dist.ProcessGroupGloo(store, rank, world, GROUP_TIMEOUT)
+    return TensorParallel(rank=rank, world=world, group=group, store=store)
+
+
+def join_torchrun(device: torch.device) -> TensorParallel:
+    """This torchrun rank in the default group (created here unless it already exists)."""
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        init_method = f"tcp://{master}" if master else "env://"
-        dist.init_process_group(
-            backend, init_method=init_method, rank=rank, world_size=world, timeout=timedelta(minutes=30)
-        )
-    if dist.get_world_size() != world:
-        raise RuntimeError(f"process group has {dist.get_world_size()} ranks, expected {world}")
-    return TensorParallel(rank=dist.get_rank(), world=world)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=GROUP_TIMEOUT)
+    return TensorParallel(dist.get_rank(), dist.get_world_size(), dist.distributed_c10d._get_default_group())
 
 
 class ColumnParallelLinear(nn.Module):
