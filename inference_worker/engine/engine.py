@@ -1,0 +1,349 @@
+"""The engine: a loaded (possibly tensor-parallel) model serving batches of completion requests.
+
+With ``tp > 1`` every rank runs the same deterministic scheduling loop on the same requests
+(SPMD). Under ``torchrun`` each process is a rank; otherwise the calling process is rank 0 and
+starts the other ranks as subprocesses (``ranks.py``) that follow its commands, which also works
+from a Celery prefork child, where ``multiprocessing`` may not start children.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from pathlib import Path
+
+import torch
+
+from .config import OPTConfig
+from .kv_cache import CachedBatch, KVCache
+from .loaders import load_model
+from .model import OPT
+from .ranks import Followers
+from .requests import Completion, Request, RequestOutput, SamplingParams, TokenCallback, TokenEvent, TopLogprob
+from .sampling import Sampled, Sampler, SamplingState
+from .scheduler import PrefillChunk, Scheduler, Sequence
+from .tokenizer import OPTTokenizer, tokenizer_files
+from .tp import TensorParallel, connect, free_port, join_torchrun, launched_by_torchrun
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    return DTYPES[dtype] if isinstance(dtype, str) else dtype
+
+
+class Engine:
+    def __init__(
+        self,
+        model: OPT,
+        tokenizer: OPTTokenizer | None,
+        device: torch.device,
+        *,
+        max_batch: int = 16,
+        max_batch_tokens: int = 3072,
+        followers: Followers | None = None,
+    ):
+        self.model = model
+        self.config: OPTConfig = model.config
+        self.tp: TensorParallel = model.tp
+        self.tokenizer = tokenizer
+        self.device = device
+        self.max_batch = max_batch
+        self.max_batch_tokens = max_batch_tokens
+        self.sampler = Sampler(
+            self.tp, self.config.vocab_size, model.embed_tokens.start, model.embed_tokens.rows_per_rank
+        )
+        self._followers = followers
+        self._cache: KVCache | None = None
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        tp: int = 1,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | str = torch.float32,
+        *,
+        max_batch: int = 16,
+        max_batch_tokens: int = 3072,
+        num_threads: int | None = None,
+    ) -> Engine:
+        """Load a checkpoint directory (any supported format) on ``tp`` ranks.
+
+        Under torchrun this process is one of the ranks (``tp`` must equal ``WORLD_SIZE``);
+        otherwise ranks 1..tp-1 are started here as subprocesses, each loading its own slice.
+        ``num_threads`` sets the CPU threads of the started ranks.
+        """
+        path, device, dtype = Path(path), torch.device(device), resolve_dtype(dtype)
+        options = dict(max_batch=max_batch, max_batch_tokens=max_batch_tokens)
+        if tp == 1:
+            return cls.build(path, TensorParallel(), device, dtype, **options)
+        if launched_by_torchrun():
+            rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+            if world != tp:
+                raise ValueError(f"torchrun started {world} ranks but tp={tp}")
+            device = _rank_device(device, int(os.environ.get("LOCAL_RANK", rank)))
+            return cls.build(path, join_torchrun(device), device, dtype, **options)
+        port = free_port()
+        followers = Followers.start(
+            path=path, world=tp, device=device, dtype=dtype, port=port, num_threads=num_threads, **options
+        )
+        try:
+            device = _rank_device(device, 0)
+            group = connect(device, 0, tp, "127.0.0.1", port)
+            return cls.build(path, group, device, dtype, followers=followers, **options)
+        except BaseException:
+            followers.terminate()
+            raise
+
+    @classmethod
+    def build(cls, path: Path, tp: TensorParallel, device: torch.device, dtype: torch.dtype, **options) -> Engine:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        model = load_model(path, tp, device, dtype)
+        tokenizer = OPTTokenizer.from_directory(path, model.config.bos_id) if tokenizer_files(path) else None
+        return cls(model, tokenizer, device, **options)
+
+    def close(self) -> None:
+        """Stop the ranks this engine started (their group goes with them)."""
+        if self._followers is not None:
+            self._followers.close()
+            self._followers = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int = 16,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> list[list[int]]:
+        """New token ids for each prompt (ids used exactly as given), ending at ``</s>`` inclusive
+        or after ``max_new_tokens``."""
+        params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        outputs = self.complete([Request(list(p), params, request_id=str(i)) for i, p in enumerate(prompts)])
+        return [output.completions[0].token_ids for output in outputs]
+
+    def complete(self, requests: list[Request], on_token: TokenCallback | None = None) -> list[RequestOutput]:
+        """Run the requests to completion with continuous batching; ``on_token`` streams events."""
+        requests = [self._prepare(r) for r in requests]
+        if self._followers is not None:
+            self._followers.run(requests)
+        return self._run(requests, on_token if self.tp.rank == 0 else None)
+
+    def encode(self, text: str) -> list[int]:
+        return self._require_tokenizer().encode(text, add_bos=True)
+
+    def decode(self, ids: list[int]) -> str:
+        return self._require_tokenizer().decode(ids)
+
+    # -- the loop (runs identically on every rank) -------------------------------------------
+
+    def _prepare(self, request: Request) -> Request:
+        p, prompt = request.params, list(request.prompt_ids)
+        if not prompt:
+            raise ValueError("the prompt is empty")
+        if any(not 0 <= i < self.config.vocab_size for i in prompt):
+            raise ValueError(f"prompt ids must be in [0, {self.config.vocab_size})")
+        if p.stop and self.tokenizer is None:
+            raise ValueError("stop strings need a tokenizer in the checkpoint directory")
+        room = self.config.max_positions - p.max_tokens
+        if len(prompt) > room:
+            if p.truncate == "error" or room < 1:
+                raise ValueError(
+                    f"prompt of {len(prompt)} tokens + max_tokens {p.max_tokens} exceeds "
+                    f"{self.config.max_positions} positions"
+                )
+            prompt = prompt[-room:]
+        if p.seed is None:
+            p = dataclasses.replace(p, seed=random.randrange(2**62))
+        return Request(prompt, p, request.request_id, request.cancel)
+
+    def _run(self, requests: list[Request], on_token: TokenCallback | None) -> list[RequestOutput]:
+        seeds = self.tp.broadcast(torch.tensor([r.params.seed for r in requests], dtype=torch.int64))
+        sequences = []
+        for request, seed in zip(requests, seeds.tolist()):
+            for index in range(request.params.n_sequences):
+                state = SamplingState.create(request.params, seed + index, list(request.prompt_ids), self.config.eos_id)
+                sequences.append(Sequence(request, index, state))
+        if not sequences:
+            return []
+        cache = self._cache_for(max(len(r.prompt_ids) + r.params.max_tokens for r in requests))
+        scheduler = Scheduler(self.max_batch, self.max_batch_tokens)
+        for sequence in sequences:
+            scheduler.add(sequence)
+        with torch.inference_mode():
+            while scheduler.has_work():
+                self._apply_cancellations(requests, scheduler, on_token)
+                plan = scheduler.plan()
+                for chunk in plan.prefill:
+                    self._prefill(chunk, cache, on_token)
+                if plan.decode:
+                    self._decode(plan.decode, cache, on_token)
+                scheduler.retire_finished()
+        return [self._output(r, [s for s in sequences if s.request is r]) for r in requests]
+
+    def _cache_for(self, max_len: int) -> KVCache:
+        c = self.config
+        heads = c.n_heads // self.tp.world
+        dtype = self.model.embed_positions.weight.dtype
+        if self._cache is None or not self._cache.fits(self.max_batch, max_len, dtype, c.n_layers, heads):
+            self._cache = None  # release before allocating the larger one
+            self._cache = KVCache(c.n_layers, self.max_batch, heads, max_len, c.head_dim, dtype, self.device)
+        return self._cache
+
+    def _prefill(self, chunk: PrefillChunk, cache: KVCache, on_token: TokenCallback | None) -> None:
+        s, n = chunk.sequence, chunk.stop - chunk.start
+        p = s.request.params
+        tokens = torch.tensor([s.prompt_ids[chunk.start : chunk.stop]], device=self.device)  # (1, T)
+        positions = torch.arange(chunk.start, chunk.stop, device=self.device).unsqueeze(0)
+        batch = CachedBatch.build([s.slot], [chunk.start], n, self.device)
+        score_prompt = p.echo and p.logprobs is not None
+        logits = self.model.forward_cached(tokens, positions, cache, batch, last_only=not score_prompt)[0]
+        s.cached = chunk.stop
+        if score_prompt:
+            self._score_prompt(s, chunk, logits)
+        if not chunk.completes_prompt:
+            return
+        if p.max_tokens == 0:
+            s.finish_reason = "length"
+            self._stream(s, None, on_token)
+            return
+        self._append(s, self.sampler.sample(logits[-1:], [s.sampling])[0], on_token)
+
+    def _score_prompt(self, s: Sequence, chunk: PrefillChunk, logits: torch.Tensor) -> None:
+        """Logprobs of the prompt's own tokens (for ``echo`` with ``logprobs``)."""
+        if chunk.start == 0:
+            s.prompt_logprobs.append(None)
+            s.prompt_top_logprobs.append([])
+        targets = s.prompt_ids[chunk.start + 1 : chunk.stop + 1]
+        if not targets:
+            return
+        ids = torch.tensor(targets, device=logits.device)
+        chosen, top = self.sampler.token_logprobs(logits[: len(targets)], ids, s.request.params.logprobs)
+        s.prompt_logprobs.extend(chosen.tolist())
+        for t in range(len(targets)):
+            s.prompt_top_logprobs.append(
+                [TopLogprob(int(i), float(v)) for v, i in zip(top[0][t], top[1][t])] if top is not None else []
+            )
+
+    def _decode(self, sequences: list[Sequence], cache: KVCache, on_token: TokenCallback | None) -> None:
+        sequences = sorted(sequences, key=lambda s: s.slot)
+        tokens = torch.tensor([[s.output_ids[-1]] for s in sequences], device=self.device)  # (B, 1)
+        positions = torch.tensor([[s.cached] for s in sequences], device=self.device)
+        batch = CachedBatch.build([s.slot for s in sequences], [s.cached for s in sequences], 1, self.device)
+        logits = self.model.forward_cached(tokens, positions, cache, batch)[:, -1]  # (B, V_r)
+        for s in sequences:
+            s.cached += 1
+        for s, sampled in zip(sequences, self.sampler.sample(logits, [s.sampling for s in sequences])):
+            self._append(s, sampled, on_token)
+
+    def _append(self, s: Sequence, sampled: Sampled, on_token: TokenCallback | None) -> None:
+        p = s.request.params
+        s.output_ids.append(sampled.token_id)
+        s.logprobs.append(sampled.logprob)
+        if sampled.top is not None:
+            s.top_logprobs.append(sampled.top)
+        may_stop = len(s.output_ids) >= p.min_tokens
+        if may_stop and (
+            (sampled.token_id == self.config.eos_id and not p.ignore_eos) or sampled.token_id in p.stop_token_ids
+        ):
+            s.finish_reason = "stop"
+        if self.tokenizer is not None and (p.stop or on_token is not None):
+            s.text = self.tokenizer.decode(s.output_ids)
+            if may_stop and p.stop and s.finish_reason is None:
+                hits = [i for i in (s.text.find(stop) for stop in p.stop) if i >= 0]
+                if hits:
+                    s.text = s.text[: min(hits)]
+                    s.finish_reason = "stop"
+        if s.finish_reason is None and len(s.output_ids) >= p.max_tokens:
+            s.finish_reason = "length"
+        self._stream(s, sampled.token_id, on_token)
+
+    def _stream(self, s: Sequence, token_id: int | None, on_token: TokenCallback | None) -> None:
+        if on_token is None:
+            return
+        settled = len(s.text) if s.finished else len(s.text) - _unsettled_suffix(s.text, s.request.params.stop)
+        delta = s.text[s.streamed : settled]
+        s.streamed = max(s.streamed, settled)
+        event = TokenEvent(s.request.request_id, s.index, token_id, delta, s.finish_reason)
+        if on_token(event) is False:
+            s.request.cancel.set()
+
+    def _apply_cancellations(self, requests: list[Request], scheduler: Scheduler, on_token) -> None:
+        flags = torch.tensor([r.cancel.is_set() for r in requests], dtype=torch.uint8)
+        flags = self.tp.broadcast(flags)  # rank 0 decides
+        cancelled = {id(r) for r, flag in zip(requests, flags.tolist()) if flag}
+        if not cancelled:
+            return
+        for s in [*scheduler.running, *scheduler.waiting]:
+            if id(s.request) in cancelled and not s.finished:
+                s.finish_reason = "cancelled"
+                self._stream(s, None, on_token)
+        for r in requests:
+            if id(r) in cancelled:
+                scheduler.cancel_waiting(r)
+        scheduler.retire_finished()
+
+    def _output(self, request: Request, sequences: list[Sequence]) -> RequestOutput:
+        p = request.params
+        completions = []
+        for s in sequences:
+            text = s.text if (p.stop and s.finish_reason == "stop") else self._text(s.output_ids)
+            ids, logprobs, top = list(s.output_ids), list(s.logprobs), list(s.top_logprobs)
+            if p.echo:
+                text = self._text(s.prompt_ids) + text
+                ids = s.prompt_ids + ids
+                logprobs = (s.prompt_logprobs or [None] * len(s.prompt_ids)) + logprobs
+                top = s.prompt_top_logprobs + top
+            completions.append(
+                Completion(
+                    index=s.index,
+                    token_ids=ids,
+                    text=text,
+                    finish_reason=s.finish_reason or "length",
+                    cumulative_logprob=float(sum(s.logprobs)),
+                    logprobs=logprobs if p.logprobs is not None else None,
+                    top_logprobs=top if p.logprobs else None,
+                )
+            )
+        if p.n_sequences > p.n:
+            completions = sorted(completions, key=lambda c: -c.cumulative_logprob)[: p.n]
+            for index, completion in enumerate(completions):
+                completion.index = index
+        return RequestOutput(request.request_id, list(request.prompt_ids), completions)
+
+    def _text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids) if self.tokenizer is not None else ""
+
+    def _require_tokenizer(self) -> OPTTokenizer:
+        if self.tokenizer is None:
+            raise ValueError("this checkpoint directory has no tokenizer files")
+        return self.tokenizer
+
+
+def _rank_device(device: torch.device, local_rank: int) -> torch.device:
+    return torch.device("cuda", local_rank) if device.type == "cuda" else device
+
+
+def _unsettled_suffix(text: str, stops: tuple[str, ...]) -> int:
+    """Characters at the end of ``text`` that may still change: the start of a stop string or
+    an unfinished multi-byte character (decoded as U+FFFD)."""
+    held = len(text) - len(text.rstrip("\ufffd"))
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:k]):
+                held = max(held, k)
+                break
+    return held

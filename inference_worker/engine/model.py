@@ -1,0 +1,146 @@
+"""OPT decoder in plain PyTorch, tensor-parallel through the layers in ``tp.py``.
+
+Shapes: B batch, T new tokens, S keys attended, C hidden, H local heads, D head dim,
+V_r this rank's vocabulary slice.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import OPTConfig
+from .kv_cache import CachedBatch, KVCache
+from .tp import ColumnParallelLinear, RowParallelLinear, TensorParallel, VocabParallelEmbedding
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; each rank owns ``n_heads / world`` heads."""
+
+    def __init__(self, config: OPTConfig, tp: TensorParallel):
+        super().__init__()
+        if config.n_heads % tp.world:
+            raise ValueError(f"{config.n_heads} heads are not divisible by the TP degree {tp.world}")
+        self.n_heads = config.n_heads // tp.world
+        self.head_dim = config.head_dim
+        self.qkv = ColumnParallelLinear(config.hidden, 3 * config.hidden, tp)  # rows: q_r, k_r, v_r
+        self.out_proj = RowParallelLinear(config.hidden, config.hidden, tp)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        layer: int,
+        cache: KVCache | None,
+        batch: CachedBatch | None,
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).unbind(2)  # (B, T, H, D) each
+        if cache is not None:
+            cache.write(layer, batch, k, v)
+            k, v = cache.read(layer, batch)  # (B, H, S, D)
+            mask, causal = batch.mask, batch.causal
+        else:
+            k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
+            causal = False
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k, v, attn_mask=mask, is_causal=causal, scale=self.head_dim**-0.5
+        )  # (B, H, T, D)
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+
+
+class FeedForward(nn.Module):
+    """``fc2(relu(fc1(x)))``; fc1 column-parallel, fc2 row-parallel."""
+
+    def __init__(self, config: OPTConfig, tp: TensorParallel):
+        super().__init__()
+        self.fc1 = ColumnParallelLinear(config.hidden, config.ffn_hidden, tp)
+        self.fc2 = RowParallelLinear(config.ffn_hidden, config.hidden, tp)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+class DecoderLayer(nn.Module):
+    """Attention then feed-forward, each a residual branch; layer norm before (pre-LN) or after."""
+
+    def __init__(self, config: OPTConfig, tp: TensorParallel):
+        super().__init__()
+        self.pre_layer_norm = config.pre_layer_norm
+        self.self_attn_layer_norm = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
+        self.self_attn = Attention(config, tp)
+        self.final_layer_norm = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
+        self.mlp = FeedForward(config, tp)
+
+    def forward(self, x, layer, cache, batch, mask):
+        if self.pre_layer_norm:
+            x = x + self.self_attn(self.self_attn_layer_norm(x), layer, cache, batch, mask)
+            return x + self.mlp(self.final_layer_norm(x))
+        x = self.self_attn_layer_norm(x + self.self_attn(x, layer, cache, batch, mask))
+        return self.final_layer_norm(x + self.mlp(x))
+
+
+class OPT(nn.Module):
+    """The decoder plus the LM head tied to the token embedding."""
+
+    def __init__(self, config: OPTConfig, tp: TensorParallel = TensorParallel()):
+        super().__init__()
+        self.config = config
+        self.tp = tp
+        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.word_embed_dim, tp)
+        self.embed_positions = nn.Embedding(config.max_positions + config.position_offset, config.hidden)
+        self.project_in = self.project_out = None
+        if config.has_projections:
+            self.project_in = nn.Linear(config.word_embed_dim, config.hidden, bias=False)
+            self.project_out = nn.Linear(config.hidden, config.word_embed_dim, bias=False)
+        self.layers = nn.ModuleList(DecoderLayer(config, tp) for _ in range(config.n_layers))
+        self.final_layer_norm = (
+            nn.LayerNorm(config.hidden, eps=config.layer_norm_eps) if config.final_layer_norm else None
+        )
+
+    @property
+    def local_vocab_start(self) -> int:
+        return self.embed_tokens.start
+
+    def _decode(self, tokens, positions, cache, batch, mask) -> torch.Tensor:
+        x = self.embed_tokens(tokens)  # (B, T, word_embed_dim)
+        if self.project_in is not None:
+            x = self.project_in(x)
+        x = x + self.embed_positions(positions + self.config.position_offset)  # (B, T, C)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, i, cache, batch, mask)
+        if self.final_layer_norm is not None:
+            x = self.final_layer_norm(x)
+        if self.project_out is not None:
+            x = self.project_out(x)
+        return x
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V_r) of whole sequences without a cache; ``attention_mask`` marks real
+        tokens (1) and padding (0), so a left-padded batch matches each prompt run alone."""
+        B, T = tokens.shape
+        if attention_mask is None:
+            attention_mask = torch.ones_like(tokens)
+        valid = attention_mask.bool()
+        positions = (attention_mask.long().cumsum(1) - 1).clamp(min=-1)  # pads: -1, table row 1
+        positions = positions.masked_fill(~valid, -1)
+        causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
+        # a pad query attends to itself only, so no row is fully masked
+        mask = causal & (valid.view(B, 1, T) | torch.eye(T, dtype=torch.bool, device=tokens.device))
+        hidden = self._decode(tokens, positions, None, None, mask.unsqueeze(1))  # (B, T, C)
+        return self.embed_tokens.logits(hidden)
+
+    def forward_cached(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache,
+        batch: CachedBatch,
+        last_only: bool = True,
+    ) -> torch.Tensor:
+        """Run new tokens (B, T) at ``positions`` against the cache; logits (B, T or 1, V_r)."""
+        hidden = self._decode(tokens, positions, cache, batch, None)
+        if last_only:
+            hidden = hidden[:, -1:]
+        return self.embed_tokens.logits(hidden)

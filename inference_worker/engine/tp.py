@@ -1,0 +1,163 @@
+"""Megatron-style tensor parallelism: the process group and the parallel layers.
+
+Every layer states its math; ``W`` is the full (unsharded) weight, ``W_r`` rank r's slice.
+With ``world == 1`` every collective is a no-op and the layers are plain linears.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True, eq=False)
+class TensorParallel:
+    """This process's place in its tensor-parallel group; ``group`` is None when alone.
+
+    Collectives go through the group object itself, so an engine's group is private to it
+    (several engines may live in one process) and torch.distributed's global state is only
+    used under torchrun.
+    """
+
+    rank: int = 0
+    world: int = 1
+    group: dist.ProcessGroup | None = None
+    store: dist.Store | None = None
+
+    def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            self.group.allreduce([x]).wait()
+        return x
+
+    def all_gather(self, x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """Concatenate every rank's ``x`` along ``dim`` in rank order."""
+        if self.world == 1:
+            return x
+        parts = [torch.empty_like(x) for _ in range(self.world)]
+        self.group.allgather([parts], [x.contiguous()]).wait()
+        return torch.cat(parts, dim=dim)
+
+    def broadcast(self, x: torch.Tensor) -> torch.Tensor:
+        """Overwrite ``x`` on every rank with rank 0's ``x``."""
+        if self.world > 1:
+            options = dist.BroadcastOptions()
+            options.rootRank = 0
+            self.group.broadcast([x], options).wait()
+        return x
+
+    def shard_range(self, size: int) -> tuple[int, int]:
+        """[start, stop) of this rank's equal slice of a dimension of ``size``."""
+        if size % self.world:
+            raise ValueError(f"dimension {size} is not divisible by the TP degree {self.world}")
+        step = size // self.world
+        return self.rank * step, (self.rank + 1) * step
+
+
+GROUP_TIMEOUT = timedelta(minutes=30)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launched_by_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
+
+
+def connect(device: torch.device, rank: int, world: int, host: str, port: int) -> TensorParallel:
+    """A private group of ``world`` ranks meeting at ``host:port`` (rank 0 hosts the store):
+    NCCL on GPU, gloo on CPU."""
+    if world == 1:
+        return TensorParallel()
+    store = dist.TCPStore(host, port, world, is_master=rank == 0, timeout=GROUP_TIMEOUT)
+    if device.type == "cuda":
+        group = dist.ProcessGroupNCCL(store, rank, world)
+    else:
+        group = dist.ProcessGroupGloo(store, rank, world, GROUP_TIMEOUT)
+    return TensorParallel(rank=rank, world=world, group=group, store=store)
+
+
+def join_torchrun(device: torch.device) -> TensorParallel:
+    """This torchrun rank in the default group (created here unless it already exists)."""
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=GROUP_TIMEOUT)
+    return TensorParallel(dist.get_rank(), dist.get_world_size(), dist.distributed_c10d._get_default_group())
+
+
+class ColumnParallelLinear(nn.Module):
+    """``y_r = x @ W_r.T + b_r``; W split on out_features, so each rank holds a slice of y.
+
+    Used for q/k/v (one fused GEMM: W_r stacks rank r's q, k and v rows) and fc1.
+    """
+
+    def __init__(self, in_features: int, out_features: int, tp: TensorParallel, bias: bool = True):
+        super().__init__()
+        if out_features % tp.world:
+            raise ValueError(f"out_features {out_features} is not divisible by the TP degree {tp.world}")
+        self.weight = nn.Parameter(torch.empty(out_features // tp.world, in_features))
+        self.bias = nn.Parameter(torch.empty(out_features // tp.world)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class RowParallelLinear(nn.Module):
+    """``y = all_reduce(x_r @ W_r.T) + b``; W split on in_features, b replicated and added once.
+
+    Takes the slice of x a column-parallel layer produced; used for out_proj and fc2.
+    """
+
+    def __init__(self, in_features: int, out_features: int, tp: TensorParallel, bias: bool = True):
+        super().__init__()
+        if in_features % tp.world:
+            raise ValueError(f"in_features {in_features} is not divisible by the TP degree {tp.world}")
+        self.tp = tp
+        self.weight = nn.Parameter(torch.empty(out_features, in_features // tp.world))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.tp.all_reduce(F.linear(x, self.weight))
+        return y + self.bias if self.bias is not None else y
+
+
+def padded_vocab(vocab_size: int, world: int) -> int:
+    """Vocabulary rounded up so every rank holds an equal slice (extra rows are never produced)."""
+    return -(-vocab_size // world) * world
+
+
+class VocabParallelEmbedding(nn.Module):
+    """``e = all_reduce(E_r[ids - start_r] if start_r <= ids < stop_r else 0)``; E split on vocab rows.
+
+    The same ``E_r`` is the tied LM head: ``logits_r = h @ E_r.T`` gives rank r's vocabulary slice,
+    so logits never need to be gathered to pick a greedy or Gumbel-max token.
+    """
+
+    def __init__(self, vocab_size: int, dim: int, tp: TensorParallel):
+        super().__init__()
+        self.tp = tp
+        self.vocab_size = vocab_size
+        self.rows_per_rank = padded_vocab(vocab_size, tp.world) // tp.world
+        self.start = tp.rank * self.rows_per_rank
+        self.weight = nn.Parameter(torch.empty(self.rows_per_rank, dim))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.tp.world == 1:
+            return F.embedding(ids, self.weight)
+        local = ids - self.start
+        outside = (local < 0) | (local >= self.rows_per_rank)
+        e = F.embedding(local.masked_fill(outside, 0), self.weight)
+        e = e.masked_fill(outside.unsqueeze(-1), 0.0)
+        return self.tp.all_reduce(e)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Rank r's slice of the LM head output, ids ``start_r .. start_r + rows_per_rank``."""
+        return F.linear(h, self.weight)

@@ -1,0 +1,248 @@
+"""Small random-weight OPT checkpoints in every format the engine reads, built by the tests.
+
+transformers' OPTForCausalLM is the oracle; the checkpoints are written from its weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VOCAB = 1000
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Researchers request access to large language models for non-commercial work.",
+    "Hello world! Tensor parallel inference splits every matrix across ranks.",
+    "A licence agreement is signed before weights can be downloaded.",
+] * 20
+
+torch.set_num_threads(1)
+
+
+def hf_config(**overrides) -> transformers.OPTConfig:
+    base = dict(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        ffn_dim=256,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+        word_embed_proj_dim=64,
+        do_layer_norm_before=True,
+    )
+    return transformers.OPTConfig(**{**base, **overrides})
+
+
+VARIANTS = {
+    "pre_ln": {},
+    "350m_style": {"do_layer_norm_before": False, "word_embed_proj_dim": 32},
+}
+
+
+def random_hf_model(config, seed: int = 0) -> transformers.OPTForCausalLM:
+    """Weights large enough that greedy decoding does not collapse to one token."""
+    torch.manual_seed(seed)
+    model = transformers.OPTForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "layer_norm" in name and name.endswith("weight"):
+                p.uniform_(0.8, 1.2)
+            else:
+                p.normal_(0.0, 0.25 if "embed" in name else 0.15)
+    return model
+
+
+def write_tokenizer(path: Path, metaseq_names: bool = False) -> None:
+    from tokenizers import ByteLevelBPETokenizer
+
+    tokenizer = ByteLevelBPETokenizer()
+    tokenizer.train_from_iterator(CORPUS, vocab_size=400, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+    tokenizer.save_model(str(path))
+    if metaseq_names:
+        (path / "vocab.json").rename(path / "gpt2-vocab.json")
+        (path / "merges.txt").rename(path / "gpt2-merges.txt")
+
+
+def save_hf(model, path: Path, fmt: str = "safetensors", shards: int = 1) -> Path:
+    """An HF directory: safetensors via save_pretrained, or ``.bin`` files written by torch.save."""
+    path.mkdir(parents=True, exist_ok=True)
+    if fmt == "safetensors":
+        size = "30KB" if shards > 1 else "1GB"
+        model.save_pretrained(path, max_shard_size=size)
+    else:
+        model.config.save_pretrained(path)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        if shards == 1:
+            torch.save(state, path / "pytorch_model.bin")
+        else:
+            keys = list(state)
+            weight_map = {}
+            for i in range(shards):
+                name = f"pytorch_model-{i + 1:05d}-of-{shards:05d}.bin"
+                chunk = keys[i::shards]
+                torch.save({k: state[k] for k in chunk}, path / name)
+                weight_map.update({k: name for k in chunk})
+            (path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    write_tokenizer(path)
+    return path
+
+
+def metaseq_parts(model, n_parts: int) -> list[dict[str, torch.Tensor]]:
+    """The model's weights as metaseq model-parallel part state dicts (fused qkv in k, v, q order)."""
+    state = {k.removeprefix("model."): v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    config = model.config
+    parts: list[dict[str, torch.Tensor]] = [{} for _ in range(n_parts)]
+
+    def chunk(t: torch.Tensor, dim: int) -> tuple[torch.Tensor, ...]:
+        return t.chunk(n_parts, dim=dim)
+
+    for name, t in state.items():
+        if ".q_proj." in name or ".v_proj." in name:
+            continue
+        if ".k_proj." in name:
+            k = chunk(t, 0)
+            q = chunk(state[name.replace("k_proj", "q_proj")], 0)
+            v = chunk(state[name.replace("k_proj", "v_proj")], 0)
+            for p in range(n_parts):
+                parts[p][name.replace("k_proj", "qkv_proj")] = torch.cat([k[p], v[p], q[p]]).clone()
+            continue
+        meta_name = (
+            name.replace("decoder.final_layer_norm.", "decoder.layer_norm.")
+            .replace("decoder.project_in.", "decoder.project_in_dim.")
+            .replace("decoder.project_out.", "decoder.project_out_dim.")
+        )
+        if name.endswith(("embed_tokens.weight", "fc1.weight", "fc1.bias")):
+            pieces = chunk(t, 0)
+        elif name.endswith(("out_proj.weight", "fc2.weight")):
+            pieces = chunk(t, 1)
+        else:
+            pieces = (t,) * n_parts
+        for p in range(n_parts):
+            parts[p][meta_name] = pieces[p].clone()
+    for p in range(n_parts):
+        parts[p]["decoder.version"] = torch.tensor([3.0])
+        parts[p]["decoder.output_projection.weight"] = parts[p]["decoder.embed_tokens.weight"].clone()
+    assert config.num_attention_heads % n_parts == 0
+    return parts
+
+
+def metaseq_args(config) -> dict:
+    return {
+        "decoder_layers": config.num_hidden_layers,
+        "decoder_embed_dim": config.hidden_size,
+        "decoder_ffn_embed_dim": config.ffn_dim,
+        "decoder_attention_heads": config.num_attention_heads,
+        "decoder_normalize_before": config.do_layer_norm_before,
+        "max_target_positions": config.max_position_embeddings,
+        "decoder_input_dim": config.word_embed_proj_dim,
+        "decoder_output_dim": config.word_embed_proj_dim,
+        "arch": "transformer_lm_megatron",
+    }
+
+
+def save_metaseq(model, path: Path, n_parts: int, cfg_style: str = "dict", single_file: bool = False) -> Path:
+    """metaseq consolidated parts with the model args in ``cfg`` as a dict or a Namespace."""
+    path.mkdir(parents=True, exist_ok=True)
+    args = metaseq_args(model.config)
+    cfg = {"model": args} if cfg_style == "dict" else {"model": argparse.Namespace(**args)}
+    for p, state in enumerate(metaseq_parts(model, n_parts)):
+        name = "reshard.pt" if single_file else f"reshard-model_part-{p}.pt"
+        torch.save({"model": state, "cfg": cfg}, path / name)
+    write_tokenizer(path, metaseq_names=True)
+    return path
+
+
+def save_fsdp_shards(part_state: dict[str, torch.Tensor], path: Path, part: int, n_shards: int, cfg) -> None:
+    """One model part as FSDP flat shards: one flat parameter per layer plus one for the rest."""
+    modules: dict[str, list[str]] = {}
+    for name in part_state:
+        if name == "decoder.version":
+            continue
+        if name.startswith("decoder.layers."):
+            fsdp_path = ".".join(name.split(".")[:3])
+        else:
+            fsdp_path = ""
+        modules.setdefault(fsdp_path, []).append(name)
+    shard_states = [{"decoder.version": part_state["decoder.version"]} for _ in range(n_shards)]
+    metadata = [[] for _ in range(n_shards)]
+    for fsdp_path, names in modules.items():
+        prefix = f"{fsdp_path}." if fsdp_path else ""
+        flat = torch.cat([part_state[n].reshape(-1) for n in names])
+        chunks = list(flat.chunk(n_shards))
+        size = chunks[0].numel()
+        for s in range(n_shards):
+            c = chunks[s] if s < len(chunks) else flat.new_zeros(0)
+            padding = size - c.numel()
+            key = f"{prefix}flat_param_0"
+            shard_states[s][key] = torch.cat([c, c.new_zeros(padding)]).clone()
+            metadata[s].append(
+                {
+                    "fsdp_path": fsdp_path,
+                    "params": {
+                        "flat_param_0": {
+                            "names": ["_fpw_module." + n[len(prefix):] for n in names],
+                            "shapes": [tuple(part_state[n].shape) for n in names],
+                            "numels": [part_state[n].numel() for n in names],
+                            "padding": padding,
+                        }
+                    },
+                }
+            )
+    for s in range(n_shards):
+        torch.save(
+            {"model": shard_states[s], "cfg": cfg, "shard_metadata": {"param_metadata": metadata[s], "buffer_names": []}},
+            path / f"checkpoint_last-model_part-{part}-shard{s}.pt",
+        )
+
+
+@pytest.fixture(scope="session")
+def hf_models():
+    return {name: random_hf_model(hf_config(**overrides), seed=i) for i, (name, overrides) in enumerate(VARIANTS.items())}
+
+
+@pytest.fixture(scope="session")
+def hf_dirs(hf_models, tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf")
+    return {name: save_hf(model, root / name) for name, model in hf_models.items()}
+
+
+@pytest.fixture(scope="session")
+def metaseq_dirs(hf_models, tmp_path_factory):
+    """metaseq checkpoints with 2 parts of each variant (a part count unlike most target TPs)."""
+    root = tmp_path_factory.mktemp("metaseq")
+    return {name: save_metaseq(model, root / name, n_parts=2) for name, model in hf_models.items()}
+
+
+def hf_greedy(model, prompt: list[int], max_new_tokens: int) -> list[int]:
+    out = model.generate(
+        torch.tensor([prompt]),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=2,
+        pad_token_id=1,
+    )
+    return out[0, len(prompt):].tolist()
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((actual - expected).abs().max() / expected.abs().max())
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: int = 180) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=environment, cwd=REPO_ROOT, timeout=timeout
+    )
+
+
+PROMPTS = [[2, 31, 7, 400, 12, 9], [2, 5, 600], [2, 8, 8, 9, 100, 101, 102, 103, 104, 7, 3]]
