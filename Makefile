@@ -9,8 +9,9 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# The demo release is built with the engine's writers, so `make run` installs the worker extra.
 $(VENV)/.installed: pyproject.toml $(VENV)/bin/python
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e ".[worker]"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/bin/python

@@ -10,6 +10,7 @@ HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 
 $PY manage.py migrate --noinput -v 0
+$PY manage.py make_demo_release
 pids=()
 stop() {
   trap - INT TERM EXIT
