@@ -18,7 +18,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--no-first-run"]
 
 
-def test_database_url() -> str:
+def database_url_of_the_test_db() -> str:
     db = connection.settings_dict
     password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
     return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
@@ -28,7 +28,7 @@ def test_database_url() -> str:
 def celery_worker(mail_dir: Path, log_path: Path):
     """A real `celery worker` on the test broker, using the test database, writing mail to files."""
     env = dict(os.environ,
-               DATABASE_URL=test_database_url(),
+               DATABASE_URL=database_url_of_the_test_db(),
                CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
                CELERY_TASK_ALWAYS_EAGER="0",
                EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",

@@ -112,3 +112,17 @@ def test_the_scheduled_verification_withholds_a_corrupted_file(local_variant, we
     (weight_dir / "nested/dict.txt").write_bytes(b"tampered")
     assert verify_all_releases_task.delay().get() == 3
     assert ArtifactFile.objects.get(path="nested/dict.txt").integrity == "corrupted"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_hashing_by_a_real_celery_worker(release, weight_dir, tmp_path, capsys):
+    from tests.browser import celery_worker, tasks_sent_to_the_broker
+
+    with tasks_sent_to_the_broker(), celery_worker(tmp_path / "mail", tmp_path / "worker.log"):
+        call_command("register_release", "opt-test", "--variant", "fsdp", "--from", str(weight_dir),
+                     "--hash-with", "celery")
+
+    assert "[3/3]" in capsys.readouterr().out
+    for file in ArtifactFile.objects.all():
+        assert file.integrity == "ok" and file.sha256 == sha256(weight_dir / file.path)
+    assert "artifacts.hash_files" in (tmp_path / "worker.log").read_text()
