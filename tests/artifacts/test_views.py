@@ -22,7 +22,7 @@ def test_documents_are_rendered_from_markdown_without_scripts(client, release):
         body_markdown="## Intended use\n\n*Research* only.<script>alert(1)</script>\n\n[x](javascript:alert(1))",
     )
     html = client.get("/releases/opt-test/").content.decode()
-    assert "<h2>Intended use</h2>" in html and "<em>Research</em>" in html
+    assert "<h3>Intended use</h3>" in html and "<em>Research</em>" in html
     assert "<script>alert" not in html and "javascript:" not in html
 
 

@@ -47,9 +47,9 @@ class Command(BaseCommand):
         if release and not force and self._complete(release):
             self.stdout.write(f"Demo release {SLUG} is already registered and verified.")
             return
-        release = self._release()
         with tempfile.TemporaryDirectory(prefix="gatehouse-demo-") as work:
-            built = build_demo_checkpoint(Path(work))
+            built, parameter_count = build_demo_checkpoint(Path(work))
+            release = self._release(parameter_count)
             for name, description in VARIANTS.items():
                 self._upload_and_register(release, name, description, built[name])
         self.stdout.write(self.style.SUCCESS(f"Demo release {SLUG} is ready: /releases/{SLUG}/"))
@@ -61,7 +61,7 @@ class Command(BaseCommand):
                 and not files.exclude(integrity=ArtifactFile.Integrity.OK).exists())
 
     @transaction.atomic
-    def _release(self) -> Release:
+    def _release(self, parameter_count: int) -> Release:
         licence, created = Licence.objects.get_or_create(
             slug=LICENCE_SLUG, defaults={"title": "Gatehouse demo model licence"}
         )
@@ -69,7 +69,7 @@ class Command(BaseCommand):
             licence_version_publish(licence=licence, text_markdown=(DEMO / "licence.md").read_text(), by=None)
         release, _ = Release.objects.update_or_create(slug=SLUG, defaults={
             "name": "OPT demo (random weights)", "family": "OPT", "version": "demo", "licence": licence,
-            "parameter_count": 3_500_000, "approval_policy": Release.ApprovalPolicy.AUTOMATIC,
+            "parameter_count": parameter_count, "approval_policy": Release.ApprovalPolicy.AUTOMATIC,
             "summary": "A tiny OPT-architecture model with random weights, in the three formats the portal "
                        "distributes, for trying every step of access and download.",
         })
@@ -96,8 +96,8 @@ class Command(BaseCommand):
         files_hash(files=list(variant.files.select_related("variant")), progress=Progress(self.stdout, len(files)))
 
 
-def build_demo_checkpoint(work: Path) -> dict[str, Path]:
-    """Write the three variants under ``work``; returns their directories."""
+def build_demo_checkpoint(work: Path) -> tuple[dict[str, Path], int]:
+    """Write the three variants under ``work``; returns their directories and the parameter count."""
     from inference_worker.engine.config import OPTConfig
     from inference_worker.engine.writers import random_state, save_fsdp_shards, save_hf, save_metaseq, train_tokenizer
 
@@ -116,4 +116,4 @@ def build_demo_checkpoint(work: Path) -> dict[str, Path]:
     train_tokenizer(out["fsdp-raw"], corpus, vocab_size=1000, metaseq_names=True)
     lines = [f"{hashlib.md5(p.read_bytes()).hexdigest()}  {p.name}" for p in sorted(out["fsdp-raw"].glob("*.pt"))]
     (out["fsdp-raw"] / "md5sum.txt").write_text("\n".join(lines) + "\n")
-    return out
+    return out, sum(t.numel() for t in state.values())
