@@ -70,8 +70,7 @@ def apply(request):
             licences.setdefault(version.pk, {"version": version, "releases": []})["releases"].append(release)
     return render(request, "access/apply.html", {
         "form": form, "licences": list(licences.values()),
-        "email_verified": request.user.emailaddress_set.filter(email__iexact=request.user.email,
-                                                                verified=True).exists(),
+        "email_verified": selectors.email_verified(user=request.user),
     }, status=status)
 
 
@@ -95,7 +94,7 @@ def application_detail(request, pk: int):
         "timeline": selectors.application_timeline(application=application),
         "queue_position": selectors.queue_position(application=application),
         "expected_wait": selectors.median_time_to_decision(release=application.release),
-        "blocking": list(application.signals.filter(blocking=True)),
+        "blocking": selectors.blocking_signals(application=application),
         "respond_form": RespondForm(),
         "submit_form": SignatureForm(initial={"signature_name": ""}),
         "licence": application.release.licence.current_version(),

@@ -25,7 +25,6 @@ from access.services.grants import grant_revoke
 from access.services.review import application_bulk_decide, application_note_add, reviewers
 from access.services.vetting import SIGNAL_LABELS
 from access.views.common import lookup_or_404, reviewer_required, run_with_messages
-from artifacts.models import Release
 
 DECISIONS = {"approve": application_approve, "reject": application_reject, "request_info": application_request_info}
 FILTERS = ["release", "status", "age", "country", "signal", "assigned"]
@@ -45,7 +44,7 @@ def review_queue(request):
     query.pop("page", None)
     return render(request, "access/review/queue.html", {
         "page": page, "filters": filters, "query": query.urlencode(),
-        "releases": Release.objects.order_by("slug").only("slug", "name"),
+        "releases": selectors.releases_all(),
         "statuses": Application.Status.choices, "signals": SIGNAL_LABELS, "countries": list(countries),
         "bulk_form": BulkDecisionForm(), "reason_templates": ReasonTemplate.objects.filter(kind="reject"),
     })
@@ -66,8 +65,7 @@ def review_detail(request, pk: int):
         "decision_form": DecisionForm(), "note_form": NoteForm(), "revoke_form": ReasonForm(),
         "reason_templates": ReasonTemplate.objects.all(),
         "reviewers": reviewers(),
-        "other_applications": Application.objects.filter(user=application.user).exclude(pk=application.pk)
-        .select_related("release").order_by("-created_at")[:20],
+        "other_applications": selectors.applications_by_same_user(application=application),
         "signal_labels": SIGNAL_LABELS,
         "is_open": application.status in Application.OPEN_STATUSES - {Application.Status.DRAFT},
     })

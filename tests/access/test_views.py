@@ -176,7 +176,7 @@ def test_the_queue_is_oldest_first_with_age_badges_and_filters(reviewer_client, 
                                                                run_on_commit):
     with run_on_commit():
         old = apply(UserFactory(), release, legal_name="Olive Old", orcid="", country="FR")
-        new = apply(UserFactory(), release, legal_name="Nina New", orcid="", country="DE")
+        apply(UserFactory(), release, legal_name="Nina New", orcid="", country="DE")
     Application.objects.filter(pk=old.pk).update(submitted_at=timezone.now() - timedelta(days=20))
     body = reviewer_client.get(reverse("access:review_queue")).content.decode()
     assert body.index("Olive Old") < body.index("Nina New")
