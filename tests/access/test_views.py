@@ -305,3 +305,32 @@ def test_transparency_suppresses_small_cells_and_names_nobody(client, reviewer, 
     assert "Iceland" not in body and "Other countries" in body  # one application: pooled
     assert "&lt;5" in body
     assert "Lonely Icelander" not in body and "Gb Person" not in body
+
+
+def test_admin_publishes_a_new_licence_version_without_editing_old_ones(client, release):
+    from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+
+    from access.models import AuditEvent
+    from tests.access.conftest import log_in_with_totp
+
+    admin_user = StaffFactory()
+    admin_user.totp_secret = generate_totp_secret()
+    TOTP.activate(admin_user, admin_user.totp_secret)
+    log_in_with_totp(client, admin_user)
+    reviewer_client = client
+    licence = release.licence
+    url = reverse("admin:access_licence_change", args=[licence.pk])
+    page = reviewer_client.get(url)
+    assert page.status_code == 200
+    response = reviewer_client.post(url, {
+        "slug": licence.slug, "title": licence.title,
+        "versions-TOTAL_FORMS": "2", "versions-INITIAL_FORMS": "1", "versions-MIN_NUM_FORMS": "0",
+        "versions-MAX_NUM_FORMS": "1000",
+        "versions-0-id": licence.versions.get().pk, "versions-0-licence": licence.pk,
+        "versions-1-id": "", "versions-1-licence": licence.pk, "versions-1-text_markdown": "# v2\n\nNew terms.",
+    })
+    assert response.status_code == 302, response.content.decode()[:2000]
+    current = licence.current_version()
+    assert current.number == 2 and current.text_markdown == "# v2\n\nNew terms."
+    assert licence.versions.get(number=1).text_markdown.startswith("# Licence")
+    assert AuditEvent.objects.filter(action="licence.publish").exists()
