@@ -93,3 +93,28 @@ class NoteForm(forms.Form):
 
 class ReasonForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Reason (shown to the researcher)")
+
+
+class QueueFilterForm(forms.Form):
+    """The review queue's filters (HTML page and API); unknown values are field errors."""
+
+    release = forms.SlugField(required=False)
+    status = forms.ChoiceField(required=False, choices=[("", "Waiting")] + [
+        (value, label) for value, label in Application.Status.choices if value != "draft"] + [("decided", "Decided")])
+    age = forms.ChoiceField(required=False, choices=[("", "Any"), ("overdue", "Older than the SLA"),
+                                                     ("within_sla", "Within the SLA"), ("today", "Last 24 hours")])
+    country = forms.ChoiceField(required=False, choices=[("", "All")] + list(countries))
+    signal = forms.ChoiceField(required=False)
+    assigned = forms.ChoiceField(required=False, choices=[("", "Anyone"), ("me", "Me"), ("none", "Nobody")])
+
+    def __init__(self, *args, **kwargs):
+        from access.services.vetting import SIGNAL_LABELS
+
+        super().__init__(*args, **kwargs)
+        self.fields["signal"].choices = [("", "Any")] + list(SIGNAL_LABELS.items())
+
+    def filters(self) -> dict:
+        """The cleaned filters, or no filtering when the form is invalid."""
+        if not self.is_valid():
+            return {name: "" for name in self.fields}
+        return {name: self.cleaned_data.get(name) or "" for name in self.fields}

@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.utils import timezone
+from django_countries import countries
 from django_countries.serializer_fields import CountryField
 from rest_framework import serializers
 
@@ -18,7 +19,8 @@ class ApplicationInputSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=Application.Role.choices)
     sector = serializers.ChoiceField(choices=Institution.Sector.choices, required=False,
                                      default=Institution.Sector.ACADEMIA)
-    country = CountryField()
+    country = serializers.ChoiceField(choices=[(code, name) for code, name in countries],
+                                      help_text="ISO 3166-1 alpha-2 code, e.g. GB")
     orcid = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
     publications = serializers.CharField(required=False, allow_blank=True, default="")
     intended_use = serializers.CharField()

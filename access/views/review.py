@@ -15,7 +15,9 @@ from django_countries import countries
 
 from access import selectors
 from access.errors import AccessError
-from access.forms import BulkDecisionForm, DecisionForm, NoteForm, ReasonForm, add_service_errors
+from access.forms import (
+    BulkDecisionForm, DecisionForm, NoteForm, QueueFilterForm, ReasonForm, add_service_errors,
+)
 from access.http import client_ip, validation_errors
 from access.models import Application, ReasonTemplate
 from access.services.applications import (
@@ -27,13 +29,13 @@ from access.services.vetting import SIGNAL_LABELS
 from access.views.common import lookup_or_404, reviewer_required
 
 DECISIONS = {"approve": application_approve, "reject": application_reject, "request_info": application_request_info}
-FILTERS = ["release", "status", "age", "country", "signal", "assigned"]
 
 
 def _queue_response(request, *, status: int = 200, bulk_form=None):
-    filters = {name: request.GET.get(name, "").strip() for name in FILTERS}
-    if filters["status"] and filters["status"] not in Application.Status.values + ["decided"]:
-        filters["status"] = ""
+    filter_form = QueueFilterForm(request.GET)
+    filters = filter_form.filters()
+    if filter_form.errors:
+        status = 400
     now = timezone.now()
     queue = selectors.review_queue(reviewer=request.user, now=now, **filters)
     page = Paginator(queue, settings.ACCESS_REVIEW_PAGE_SIZE).get_page(request.GET.get("page"))
@@ -42,7 +44,7 @@ def _queue_response(request, *, status: int = 200, bulk_form=None):
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "access/review/queue.html", {
-        "page": page, "filters": filters, "query": query.urlencode(),
+        "page": page, "filters": filters, "filter_errors": filter_form.errors, "query": query.urlencode(),
         "releases": selectors.releases_all(),
         "statuses": Application.Status.choices, "signals": SIGNAL_LABELS, "countries": list(countries),
         "bulk_form": bulk_form or BulkDecisionForm(), "reason_templates": ReasonTemplate.objects.filter(kind="reject"),
