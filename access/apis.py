@@ -16,7 +16,7 @@ from access.http import client_ip, user_agent, validation_errors
 from access.models import Application
 from access.permissions import IsReviewer
 from access.serializers import (
-    ApplicationInputSerializer, ApplicationSerializer, GrantSerializer, ReasonInputSerializer,
+    ApplicationDetailSerializer, ApplicationInputSerializer, ApplicationSerializer, GrantSerializer, ReasonInputSerializer,
     RespondInputSerializer, ReviewApplicationSerializer, SubmitInputSerializer, review_page_size,
 )
 from access.services import applications as application_services
@@ -69,9 +69,9 @@ class ApplicationListCreateApi(APIView):
 
 
 class ApplicationDetailApi(APIView):
-    @extend_schema(responses=ApplicationSerializer, summary="One of your applications")
+    @extend_schema(responses=ApplicationDetailSerializer, summary="One of your applications, and where it stands")
     def get(self, request, pk: int):
-        return Response(ApplicationSerializer(own_application(request, pk)).data)
+        return Response(ApplicationDetailSerializer(own_application(request, pk)).data)
 
 
 class ApplicationWithdrawApi(APIView):

@@ -7,7 +7,7 @@ from django_countries.serializer_fields import CountryField
 from rest_framework import serializers
 
 from access.models import Application, Grant, Institution, VettingSignal
-from access.selectors import sla_state
+from access.selectors import median_time_to_decision, queue_position, sla_state
 
 
 class ApplicationInputSerializer(serializers.Serializer):
@@ -61,6 +61,27 @@ class ApplicationSerializer(serializers.ModelSerializer):
                   "reference_status", "info_request", "info_response", "decision_reason", "previous_application",
                   "created_at", "submitted_at", "decided_at"]
         read_only_fields = fields
+
+
+class ApplicationDetailSerializer(ApplicationSerializer):
+    """One application with where it stands: its queue position and the expected wait."""
+
+    queue_position = serializers.SerializerMethodField()
+    expected_wait_hours = serializers.SerializerMethodField(
+        help_text="Median time to a decision over the last 30 days, in hours (null without decisions).")
+
+    class Meta(ApplicationSerializer.Meta):
+        fields = ApplicationSerializer.Meta.fields + ["queue_position", "expected_wait_hours"]
+        read_only_fields = fields
+
+    def get_queue_position(self, application) -> int | None:
+        return queue_position(application=application)
+
+    def get_expected_wait_hours(self, application) -> float | None:
+        if application.status not in Application.PENDING_STATUSES:
+            return None
+        wait = median_time_to_decision(release=application.release)
+        return round(wait.total_seconds() / 3600, 1) if wait is not None else None
 
 
 class SignalSerializer(serializers.ModelSerializer):

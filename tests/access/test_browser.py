@@ -5,6 +5,7 @@ import time
 
 import pytest
 from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+from django.db import connections
 
 from access.models import Application
 from artifacts.models import Release
@@ -89,3 +90,6 @@ def test_apply_get_approved_automatically_and_rejected_with_a_reason(live_server
         rejection = wait_for_mail(mail_dir, "Please apply with your institutional project page.")
         assert "grace@uni.example.edu" in rejection
         assert Application.objects.get(pk=manual.pk).status == "rejected"
+        # Inside Playwright's event loop the ORM used a connection of its own: close it before teardown
+        # drops the test database.
+        connections.close_all()
