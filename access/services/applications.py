@@ -23,7 +23,7 @@ from access.models import Application, Grant, Institution, LicenceAcceptance, Us
 from access.notifications import absolute_url, notify, notify_applicant
 from access.services.institutions import institution_resolve
 from access.services.licences import licence_accept
-from access.validators import orcid_normalise
+from access.validators import orcid_normalise, ror_normalise
 from artifacts.models import Release
 
 S = Application.Status
@@ -52,6 +52,11 @@ def application_clean_fields(fields: dict) -> dict:
         errors["legal_name"] = "Give your full legal name."
     if not data["institution_name"]:
         errors["institution_name"] = "Name your institution."
+    if data["institution_ror_id"]:
+        ror = ror_normalise(data["institution_ror_id"])
+        if ror is None:
+            errors["institution_ror_id"] = "This is not a ROR id (e.g. https://ror.org/052gg0110)."
+        data["institution_ror_id"] = ror or data["institution_ror_id"]
     if data["role"] not in Application.Role.values:
         errors["role"] = "Choose your role from the list."
     if not data["sector"]:
