@@ -24,7 +24,8 @@ class ApplicationForm(LicenceSignatureMixin):
     releases = forms.ModelMultipleChoiceField(queryset=Release.objects.none(), widget=forms.CheckboxSelectMultiple,
                                               label="Release(s) requested")
     legal_name = forms.CharField(max_length=200, label="Full legal name")
-    institution_name = forms.CharField(max_length=300, label="Institution")
+    institution_name = forms.CharField(max_length=300, label="Institution",
+                                       widget=forms.TextInput(attrs={"list": "institutions", "autocomplete": "off"}))
     institution_ror_id = forms.CharField(max_length=100, required=False, label="ROR id (optional)",
                                          help_text="e.g. https://ror.org/052gg0110")
     role = forms.ChoiceField(choices=[("", "Choose…")] + Application.Role.choices)

@@ -85,6 +85,13 @@ def applications_by_same_user(*, application: Application, limit: int = 20) -> l
                 .select_related("release").order_by("-created_at")[:limit])
 
 
+def institution_names(*, limit: int = 1000) -> list[str]:
+    """Known institutions, suggested while typing (a datalist), so spellings converge."""
+    from access.models import Institution
+
+    return list(Institution.objects.order_by("name").values_list("name", flat=True)[:limit])
+
+
 def releases_open_for_application() -> QuerySet[Release]:
     return Release.objects.filter(is_listed=True).select_related("licence")
 

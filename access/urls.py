@@ -10,7 +10,7 @@ app_name = "access"
 urlpatterns = [
     # Researchers
     path("access/", applicant.my_access, name="my_access"),
-    path("access/apply/", applicant.apply, name="apply"),
+    path("apply/", applicant.apply, name="apply"),
     path("access/applications/<int:pk>/", applicant.application_detail, name="application_detail"),
     path("access/applications/<int:pk>/withdraw", applicant.application_withdraw_view, name="application_withdraw"),
     path("access/applications/<int:pk>/submit", applicant.application_submit_view, name="application_submit"),

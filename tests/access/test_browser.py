@@ -47,7 +47,7 @@ def test_apply_get_approved_automatically_and_rejected_with_a_reason(live_server
 
     with tasks_sent_to_the_broker(), celery_worker(mail_dir, tmp_path / "worker.log"), chromium_page() as page:
         sign_in(page, live_server.url, researcher.email)
-        page.goto(f"{live_server.url}/access/apply/")
+        page.goto(f"{live_server.url}/apply/")
         page.get_by_label("OPT-125M").check()
         page.get_by_label("OPT-175B").check()
         page.get_by_label("Full legal name:", exact=True).fill("Grace Hopper")
