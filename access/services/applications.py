@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core import signing
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_countries import countries
 
@@ -171,8 +171,12 @@ def application_create(*, user: User, releases: list[Release], fields: dict, sub
     for release in releases:
         previous = (Application.objects.filter(user=user, release=release, status=S.REJECTED)
                     .order_by("-decided_at").first())
-        application = Application.objects.create(user=user, release=release, institution=institution,
-                                                 previous_application=previous, **profile)
+        try:
+            with transaction.atomic():  # a concurrent request may have just created the same application
+                application = Application.objects.create(user=user, release=release, institution=institution,
+                                                         previous_application=previous, **profile)
+        except IntegrityError:
+            raise ValidationError({"releases": [f"You already have an open application for {release.name}."]}) from None
         audit_record(actor=user, action="application.create", target=application, ip_address=ip_address,
                      after={"status": S.DRAFT, "release": release.slug,
                             "previous_application": previous.pk if previous else None})

@@ -259,3 +259,13 @@ def test_approval_needs_finished_checks(researcher, reviewer, release):
     application = apply(researcher, release)  # no commit: the vetting task has not run
     with pytest.raises(TransitionError, match="not finished"):
         application_approve(application=application, by=reviewer)
+
+
+def test_the_database_keeps_one_open_application_per_release_even_under_a_race(researcher, release):
+    from django.db import IntegrityError, transaction
+
+    first = apply(researcher, release)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Application.objects.create(user=researcher, release=release, institution=first.institution,
+                                   legal_name="Ada Lovelace", role="researcher", country="GB",
+                                   intended_use="x", status=S.SUBMITTED)
