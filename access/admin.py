@@ -78,9 +78,15 @@ class SignalInline(admin.TabularInline):
 
 
 class NoteInline(admin.TabularInline):
+    """Notes are added on the review page, where they are audited."""
+
     model = ApplicationNote
     extra = 0
+    can_delete = False
     readonly_fields = ["author", "text", "created_at"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(Application)
