@@ -1,5 +1,7 @@
 """Pages for researchers: apply, follow an application, licences, grants and API tokens."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -96,6 +98,8 @@ def _detail_response(request, application: Application, *, status: int = 200, **
         "respond_form": RespondForm(),
         "submit_form": SignatureForm(),
         "licence": application.release.licence.current_version(),
+        "reapply_from": (application.decided_at + timedelta(days=settings.ACCESS_REAPPLY_COOLDOWN_DAYS)
+                         if application.status == Application.Status.REJECTED and application.decided_at else None),
         **forms,
     }
     return render(request, "access/application_detail.html", context, status=status)

@@ -91,7 +91,10 @@ def test_status_page_shows_the_reason_and_answers_requests_in_place(researcher_c
     assert again.status_code == 409 and "No information has been requested" in again.content.decode()
     application_reject(application=application, by=reviewer, reason="Commercial purpose.")
     page = researcher_client.get(reverse("access:application_detail", args=[application.pk])).content.decode()
+    application.refresh_from_db()
+    reopens = application.decided_at + timedelta(days=30)
     assert "Commercial purpose." in page and "apply again" in page
+    assert f"{reopens.day} {reopens:%B %Y}" in page
     assert "The reviewer asked for more information" in page  # timeline
 
 
