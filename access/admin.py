@@ -5,6 +5,7 @@ from access.models import (
     ApiToken, Application, ApplicationNote, AuditEvent, Grant, Institution, Licence, LicenceAcceptance,
     LicenceVersion, ReasonTemplate, User, VettingSignal,
 )
+from access.services.licences import licence_version_publish
 
 
 @admin.register(User)
@@ -29,15 +30,34 @@ class InstitutionAdmin(admin.ModelAdmin):
 
 
 class LicenceVersionInline(admin.StackedInline):
+    """Published texts are immutable; a new text is published as the next version (audited)."""
+
     model = LicenceVersion
     extra = 0
-    readonly_fields = ["sha256"]
+    fields = ["number", "text_markdown", "sha256", "published_at"]
+    readonly_fields = ["number", "sha256", "published_at"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(Licence)
 class LicenceAdmin(admin.ModelAdmin):
     list_display = ["title", "slug"]
     inlines = [LicenceVersionInline]
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not LicenceVersion:
+            return super().save_formset(request, form, formset, change)
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        for version_form in formset.forms:
+            if version_form.instance.pk is None and version_form.has_changed():
+                formset.new_objects.append(licence_version_publish(
+                    licence=form.instance, by=request.user, text_markdown=version_form.cleaned_data["text_markdown"]))
+        return formset.new_objects
 
 
 @admin.register(LicenceAcceptance)
@@ -58,9 +78,15 @@ class SignalInline(admin.TabularInline):
 
 
 class NoteInline(admin.TabularInline):
+    """Notes are added on the review page, where they are audited."""
+
     model = ApplicationNote
     extra = 0
+    can_delete = False
     readonly_fields = ["author", "text", "created_at"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(Application)

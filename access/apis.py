@@ -11,11 +11,12 @@ from rest_framework.views import APIView
 
 from access import selectors
 from access.errors import AccessError
+from access.forms import QueueFilterForm
 from access.http import client_ip, user_agent, validation_errors
 from access.models import Application
 from access.permissions import IsReviewer
 from access.serializers import (
-    ApplicationInputSerializer, ApplicationSerializer, GrantSerializer, ReasonInputSerializer,
+    ApplicationDetailSerializer, ApplicationInputSerializer, ApplicationSerializer, GrantSerializer, ReasonInputSerializer,
     RespondInputSerializer, ReviewApplicationSerializer, SubmitInputSerializer, review_page_size,
 )
 from access.services import applications as application_services
@@ -68,9 +69,9 @@ class ApplicationListCreateApi(APIView):
 
 
 class ApplicationDetailApi(APIView):
-    @extend_schema(responses=ApplicationSerializer, summary="One of your applications")
+    @extend_schema(responses=ApplicationDetailSerializer, summary="One of your applications, and where it stands")
     def get(self, request, pk: int):
-        return Response(ApplicationSerializer(own_application(request, pk)).data)
+        return Response(ApplicationDetailSerializer(own_application(request, pk)).data)
 
 
 class ApplicationWithdrawApi(APIView):
@@ -117,9 +118,6 @@ class ReviewPagination(PageNumberPagination):
         return review_page_size()
 
 
-QUEUE_FILTERS = ["status", "release", "country", "signal", "age", "assigned"]
-
-
 class ReviewApplicationListApi(APIView):
     permission_classes = [IsReviewer]
 
@@ -134,11 +132,10 @@ class ReviewApplicationListApi(APIView):
         responses=ReviewApplicationSerializer(many=True), summary="The review queue, oldest first",
     )
     def get(self, request):
-        params = {name: request.query_params.get(name, "") for name in QUEUE_FILTERS}
-        bad = params["status"] and params["status"] not in Application.Status.values + ["decided"]
-        if bad:
-            raise exceptions.ValidationError({"status": [f"Unknown status: {params['status']}."]})
-        queue = selectors.review_queue(reviewer=request.user, **params)
+        filter_form = QueueFilterForm(request.query_params)
+        if not filter_form.is_valid():
+            raise exceptions.ValidationError({field: list(errors) for field, errors in filter_form.errors.items()})
+        queue = selectors.review_queue(reviewer=request.user, **filter_form.filters())
         paginator = ReviewPagination()
         page = paginator.paginate_queryset(queue, request, view=self)
         data = ReviewApplicationSerializer(page, many=True, context={"now": timezone.now()}).data

@@ -24,7 +24,8 @@ class ApplicationForm(LicenceSignatureMixin):
     releases = forms.ModelMultipleChoiceField(queryset=Release.objects.none(), widget=forms.CheckboxSelectMultiple,
                                               label="Release(s) requested")
     legal_name = forms.CharField(max_length=200, label="Full legal name")
-    institution_name = forms.CharField(max_length=300, label="Institution")
+    institution_name = forms.CharField(max_length=300, label="Institution",
+                                       widget=forms.TextInput(attrs={"list": "institutions", "autocomplete": "off"}))
     institution_ror_id = forms.CharField(max_length=100, required=False, label="ROR id (optional)",
                                          help_text="e.g. https://ror.org/052gg0110")
     role = forms.ChoiceField(choices=[("", "Choose…")] + Application.Role.choices)
@@ -93,3 +94,28 @@ class NoteForm(forms.Form):
 
 class ReasonForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Reason (shown to the researcher)")
+
+
+class QueueFilterForm(forms.Form):
+    """The review queue's filters (HTML page and API); unknown values are field errors."""
+
+    release = forms.SlugField(required=False)
+    status = forms.ChoiceField(required=False, choices=[("", "Waiting")] + [
+        (value, label) for value, label in Application.Status.choices if value != "draft"] + [("decided", "Decided")])
+    age = forms.ChoiceField(required=False, choices=[("", "Any"), ("overdue", "Older than the SLA"),
+                                                     ("within_sla", "Within the SLA"), ("today", "Last 24 hours")])
+    country = forms.ChoiceField(required=False, choices=[("", "All")] + list(countries))
+    signal = forms.ChoiceField(required=False)
+    assigned = forms.ChoiceField(required=False, choices=[("", "Anyone"), ("me", "Me"), ("none", "Nobody")])
+
+    def __init__(self, *args, **kwargs):
+        from access.services.vetting import SIGNAL_LABELS
+
+        super().__init__(*args, **kwargs)
+        self.fields["signal"].choices = [("", "Any")] + list(SIGNAL_LABELS.items())
+
+    def filters(self) -> dict:
+        """The cleaned filters, or no filtering when the form is invalid."""
+        if not self.is_valid():
+            return {name: "" for name in self.fields}
+        return {name: self.cleaned_data.get(name) or "" for name in self.fields}

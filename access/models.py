@@ -246,6 +246,12 @@ class Application(models.Model):
     class Meta:
         ordering = ["-created_at"]
         permissions = [("review_application", "Can review licence applications")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "release"], name="access_one_open_application_per_release",
+                condition=models.Q(status__in=["draft", "submitted", "in_review", "needs_info"]),
+            ),
+        ]
         indexes = [
             models.Index(fields=["status", "submitted_at"]),
             models.Index(fields=["release", "status", "submitted_at"]),

@@ -65,6 +65,33 @@ def api_token_of(*, user: User, pk) -> ApiToken:
     return api_tokens_of(user=user).get(pk=pk)
 
 
+def email_verified(*, user: User) -> bool:
+    from allauth.account.models import EmailAddress
+
+    return EmailAddress.objects.filter(user=user, email__iexact=user.email, verified=True).exists()
+
+
+def blocking_signals(*, application: Application) -> list[VettingSignal]:
+    """The signals that stop approval (shown to the applicant with their explanation)."""
+    return list(application.signals.filter(blocking=True))
+
+
+def releases_all() -> QuerySet[Release]:
+    return Release.objects.order_by("slug").only("slug", "name")
+
+
+def applications_by_same_user(*, application: Application, limit: int = 20) -> list[Application]:
+    return list(Application.objects.filter(user=application.user_id).exclude(pk=application.pk)
+                .select_related("release").order_by("-created_at")[:limit])
+
+
+def institution_names(*, limit: int = 1000) -> list[str]:
+    """Known institutions, suggested while typing (a datalist), so spellings converge."""
+    from access.models import Institution
+
+    return list(Institution.objects.order_by("name").values_list("name", flat=True)[:limit])
+
+
 def releases_open_for_application() -> QuerySet[Release]:
     return Release.objects.filter(is_listed=True).select_related("licence")
 

@@ -2,11 +2,13 @@
 
 from django.conf import settings
 from django.utils import timezone
+from django_countries import countries
 from django_countries.serializer_fields import CountryField
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from access.models import Application, Grant, Institution, VettingSignal
-from access.selectors import sla_state
+from access.selectors import median_time_to_decision, queue_position, sla_state
 
 
 class ApplicationInputSerializer(serializers.Serializer):
@@ -18,7 +20,8 @@ class ApplicationInputSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=Application.Role.choices)
     sector = serializers.ChoiceField(choices=Institution.Sector.choices, required=False,
                                      default=Institution.Sector.ACADEMIA)
-    country = CountryField()
+    country = serializers.ChoiceField(choices=[(code, name) for code, name in countries],
+                                      help_text="ISO 3166-1 alpha-2 code, e.g. GB")
     orcid = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
     publications = serializers.CharField(required=False, allow_blank=True, default="")
     intended_use = serializers.CharField()
@@ -61,6 +64,27 @@ class ApplicationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class ApplicationDetailSerializer(ApplicationSerializer):
+    """One application with where it stands: its queue position and the expected wait."""
+
+    queue_position = serializers.SerializerMethodField()
+    expected_wait_hours = serializers.SerializerMethodField(
+        help_text="Median time to a decision over the last 30 days, in hours (null without decisions).")
+
+    class Meta(ApplicationSerializer.Meta):
+        fields = ApplicationSerializer.Meta.fields + ["queue_position", "expected_wait_hours"]
+        read_only_fields = fields
+
+    def get_queue_position(self, application) -> int | None:
+        return queue_position(application=application)
+
+    def get_expected_wait_hours(self, application) -> float | None:
+        if application.status not in Application.PENDING_STATUSES:
+            return None
+        wait = median_time_to_decision(release=application.release)
+        return round(wait.total_seconds() / 3600, 1) if wait is not None else None
+
+
 class SignalSerializer(serializers.ModelSerializer):
     class Meta:
         model = VettingSignal
@@ -70,20 +94,32 @@ class SignalSerializer(serializers.ModelSerializer):
 class ReviewApplicationSerializer(ApplicationSerializer):
     applicant_email = serializers.EmailField(source="user.email", read_only=True)
     assigned_to = serializers.EmailField(source="assigned_to.email", read_only=True, default=None)
-    signals = SignalSerializer(many=True, read_only=True)
+    signals = serializers.SerializerMethodField()
     age_working_days = serializers.SerializerMethodField()
-    sla = serializers.SerializerMethodField()
+    sla = serializers.SerializerMethodField(help_text="ok, due_soon or overdue")
 
     class Meta(ApplicationSerializer.Meta):
         fields = ApplicationSerializer.Meta.fields + ["applicant_email", "vetting", "signals", "assigned_to",
                                                       "age_working_days", "sla"]
         read_only_fields = fields
 
+    def _sla(self, application):
+        if not hasattr(application, "_sla_state"):
+            application._sla_state = sla_state(application, self.context.get("now") or timezone.now())
+        return application._sla_state
+
+    @extend_schema_field(SignalSerializer(many=True))
+    def get_signals(self, application) -> list[dict]:
+        # Plain dicts: 50 rows x 7 signals through a nested ModelSerializer cost more than the query.
+        return [{"code": signal.code, "level": signal.level, "blocking": signal.blocking,
+                 "explanation": signal.explanation, "checked_at": signal.checked_at.isoformat()}
+                for signal in application.signals.all()]
+
     def get_age_working_days(self, application) -> int:
-        return sla_state(application, self.context.get("now") or timezone.now()).working_days
+        return self._sla(application).working_days
 
     def get_sla(self, application) -> str:
-        return sla_state(application, self.context.get("now") or timezone.now()).state
+        return self._sla(application).state
 
 
 class GrantSerializer(serializers.ModelSerializer):

@@ -10,14 +10,11 @@ app_name = "access"
 urlpatterns = [
     # Researchers
     path("access/", applicant.my_access, name="my_access"),
-    path("access/apply/", applicant.apply, name="apply"),
+    path("apply/", applicant.apply, name="apply"),
     path("access/applications/<int:pk>/", applicant.application_detail, name="application_detail"),
-    path("access/applications/<int:pk>/withdraw", applicant.application_action, {"action": "withdraw"},
-         name="application_withdraw"),
-    path("access/applications/<int:pk>/submit", applicant.application_action, {"action": "submit"},
-         name="application_submit"),
-    path("access/applications/<int:pk>/respond", applicant.application_action, {"action": "respond"},
-         name="application_respond"),
+    path("access/applications/<int:pk>/withdraw", applicant.application_withdraw_view, name="application_withdraw"),
+    path("access/applications/<int:pk>/submit", applicant.application_submit_view, name="application_submit"),
+    path("access/applications/<int:pk>/respond", applicant.application_respond_view, name="application_respond"),
     path("access/licences/<slug:release_slug>/", applicant.licence_accept_page, name="licence_accept"),
     path("access/grants/<int:pk>/renew", applicant.grant_renew_view, name="grant_renew"),
     path("access/tokens/", applicant.tokens, name="tokens"),

@@ -23,6 +23,15 @@ def orcid_normalise(value: str) -> str | None:
     return "-".join(digits[i:i + 4] for i in range(0, 16, 4))
 
 
+ROR_PATTERN = re.compile(r"^(?:https?://ror\.org/)?(0[a-hj-km-np-tv-z0-9]{6}[0-9]{2})/?$", re.IGNORECASE)
+
+
+def ror_normalise(value: str) -> str | None:
+    """A ROR id as ``https://ror.org/052gg0110``, or None when it is not one (format only)."""
+    match = ROR_PATTERN.match(value.strip())
+    return f"https://ror.org/{match.group(1).lower()}" if match else None
+
+
 def email_domain(email: str) -> str:
     return email.rsplit("@", 1)[-1].strip().lower()
 

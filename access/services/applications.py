@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core import signing
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_countries import countries
 
@@ -23,7 +23,7 @@ from access.models import Application, Grant, Institution, LicenceAcceptance, Us
 from access.notifications import absolute_url, notify, notify_applicant
 from access.services.institutions import institution_resolve
 from access.services.licences import licence_accept
-from access.validators import orcid_normalise
+from access.validators import orcid_normalise, ror_normalise
 from artifacts.models import Release
 
 S = Application.Status
@@ -52,6 +52,11 @@ def application_clean_fields(fields: dict) -> dict:
         errors["legal_name"] = "Give your full legal name."
     if not data["institution_name"]:
         errors["institution_name"] = "Name your institution."
+    if data["institution_ror_id"]:
+        ror = ror_normalise(data["institution_ror_id"])
+        if ror is None:
+            errors["institution_ror_id"] = "This is not a ROR id (e.g. https://ror.org/052gg0110)."
+        data["institution_ror_id"] = ror or data["institution_ror_id"]
     if data["role"] not in Application.Role.values:
         errors["role"] = "Choose your role from the list."
     if not data["sector"]:
@@ -166,8 +171,12 @@ def application_create(*, user: User, releases: list[Release], fields: dict, sub
     for release in releases:
         previous = (Application.objects.filter(user=user, release=release, status=S.REJECTED)
                     .order_by("-decided_at").first())
-        application = Application.objects.create(user=user, release=release, institution=institution,
-                                                 previous_application=previous, **profile)
+        try:
+            with transaction.atomic():  # a concurrent request may have just created the same application
+                application = Application.objects.create(user=user, release=release, institution=institution,
+                                                         previous_application=previous, **profile)
+        except IntegrityError:
+            raise ValidationError({"releases": [f"You already have an open application for {release.name}."]}) from None
         audit_record(actor=user, action="application.create", target=application, ip_address=ip_address,
                      after={"status": S.DRAFT, "release": release.slug,
                             "previous_application": previous.pk if previous else None})

@@ -1,10 +1,11 @@
 """Pages for researchers: apply, follow an application, licences, grants and API tokens."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
@@ -69,9 +70,8 @@ def apply(request):
         if version is not None:
             licences.setdefault(version.pk, {"version": version, "releases": []})["releases"].append(release)
     return render(request, "access/apply.html", {
-        "form": form, "licences": list(licences.values()),
-        "email_verified": request.user.emailaddress_set.filter(email__iexact=request.user.email,
-                                                                verified=True).exists(),
+        "form": form, "licences": list(licences.values()), "institutions": selectors.institution_names(),
+        "email_verified": selectors.email_verified(user=request.user),
     }, status=status)
 
 
@@ -87,43 +87,72 @@ def my_access(request):
     })
 
 
-@login_required
-def application_detail(request, pk: int):
-    application = lookup_or_404(selectors.application_of, user=request.user, pk=pk)
+def _detail_response(request, application: Application, *, status: int = 200, **forms):
+    """The status page, optionally with bound forms showing field errors (400) or a refusal (409)."""
     context = {
         "application": application,
         "timeline": selectors.application_timeline(application=application),
         "queue_position": selectors.queue_position(application=application),
         "expected_wait": selectors.median_time_to_decision(release=application.release),
-        "blocking": list(application.signals.filter(blocking=True)),
+        "blocking": selectors.blocking_signals(application=application),
         "respond_form": RespondForm(),
-        "submit_form": SignatureForm(initial={"signature_name": ""}),
+        "submit_form": SignatureForm(),
         "licence": application.release.licence.current_version(),
+        "reapply_from": (application.decided_at + timedelta(days=settings.ACCESS_REAPPLY_COOLDOWN_DAYS)
+                         if application.status == Application.Status.REJECTED and application.decided_at else None),
+        **forms,
     }
-    return render(request, "access/application_detail.html", context)
+    return render(request, "access/application_detail.html", context, status=status)
 
 
 @login_required
-def application_action(request, pk: int, action: str):
-    """POST handlers of the status page: withdraw, submit a draft, answer an information request."""
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    application = lookup_or_404(selectors.application_of, user=request.user, pk=pk)
-    common = {"application": application, "by": request.user, "ip_address": client_ip(request)}
-    if action == "withdraw":
-        if run_with_messages(request, application_withdraw, **common):
-            messages.success(request, "Application withdrawn.")
-    elif action == "submit":
-        form = SignatureForm(request.POST)
-        form.is_valid()
-        if run_with_messages(request, application_submit, accept_licence=form.cleaned_data.get("accept_licence", False),
-                             signature_name=form.cleaned_data.get("signature_name", ""),
-                             user_agent=user_agent(request), **common):
-            messages.success(request, "Application submitted: we sent you an acknowledgement by e-mail.")
-    elif action == "respond":
-        if run_with_messages(request, application_respond, response=request.POST.get("response", ""), **common):
-            messages.success(request, "Thank you: your answer is with the reviewers.")
+def application_detail(request, pk: int):
+    return _detail_response(request, lookup_or_404(selectors.application_of, user=request.user, pk=pk))
+
+
+def _run_on_status_page(request, application: Application, service, form_name: str, form, success: str, **kwargs):
+    """Call the service; field errors re-render the page (400), refusals say why (409)."""
+    try:
+        service(application=application, by=request.user, ip_address=client_ip(request), **kwargs)
+    except ValidationError as error:
+        add_service_errors(form, validation_errors(error))
+        return _detail_response(request, application, status=400, **{form_name: form})
+    except AccessError as error:
+        messages.error(request, str(error))
+        return _detail_response(request, application, status=409)
+    messages.success(request, success)
     return redirect("access:application_detail", pk=application.pk)
+
+
+@login_required
+@require_POST
+def application_withdraw_view(request, pk: int):
+    application = lookup_or_404(selectors.application_of, user=request.user, pk=pk)
+    return _run_on_status_page(request, application, application_withdraw, "respond_form", RespondForm(),
+                               "Application withdrawn.")
+
+
+@login_required
+@require_POST
+def application_submit_view(request, pk: int):
+    application = lookup_or_404(selectors.application_of, user=request.user, pk=pk)
+    form = SignatureForm(request.POST)
+    if not form.is_valid():
+        return _detail_response(request, application, status=400, submit_form=form)
+    return _run_on_status_page(request, application, application_submit, "submit_form", form,
+                               "Application submitted: we sent you an acknowledgement by e-mail.",
+                               user_agent=user_agent(request), **form.cleaned_data)
+
+
+@login_required
+@require_POST
+def application_respond_view(request, pk: int):
+    application = lookup_or_404(selectors.application_of, user=request.user, pk=pk)
+    form = RespondForm(request.POST)
+    if not form.is_valid():
+        return _detail_response(request, application, status=400, respond_form=form)
+    return _run_on_status_page(request, application, application_respond, "respond_form", form,
+                               "Thank you: your answer is with the reviewers.", **form.cleaned_data)
 
 
 @login_required

@@ -4,7 +4,7 @@ from functools import wraps
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.http import Http404
 
 from access.errors import AccessError
@@ -24,12 +24,11 @@ def reviewer_required(view):
 
 
 def lookup_or_404(selector, **kwargs):
+    """Call a scoped selector; what it cannot find (or may not show) is a 404."""
     try:
         return selector(**kwargs)
-    except Exception as error:  # a selector's DoesNotExist
-        if error.__class__.__name__ == "DoesNotExist":
-            raise Http404 from None
-        raise
+    except ObjectDoesNotExist:
+        raise Http404 from None
 
 
 def run_with_messages(request, function, **kwargs) -> bool:

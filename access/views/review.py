@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -15,7 +15,9 @@ from django_countries import countries
 
 from access import selectors
 from access.errors import AccessError
-from access.forms import BulkDecisionForm, DecisionForm, NoteForm, ReasonForm
+from access.forms import (
+    BulkDecisionForm, DecisionForm, NoteForm, QueueFilterForm, ReasonForm, add_service_errors,
+)
 from access.http import client_ip, validation_errors
 from access.models import Application, ReasonTemplate
 from access.services.applications import (
@@ -24,18 +26,16 @@ from access.services.applications import (
 from access.services.grants import grant_revoke
 from access.services.review import application_bulk_decide, application_note_add, reviewers
 from access.services.vetting import SIGNAL_LABELS
-from access.views.common import lookup_or_404, reviewer_required, run_with_messages
-from artifacts.models import Release
+from access.views.common import lookup_or_404, reviewer_required
 
 DECISIONS = {"approve": application_approve, "reject": application_reject, "request_info": application_request_info}
-FILTERS = ["release", "status", "age", "country", "signal", "assigned"]
 
 
-@reviewer_required
-def review_queue(request):
-    filters = {name: request.GET.get(name, "").strip() for name in FILTERS}
-    if filters["status"] and filters["status"] not in Application.Status.values + ["decided"]:
-        filters["status"] = ""
+def _queue_response(request, *, status: int = 200, bulk_form=None):
+    filter_form = QueueFilterForm(request.GET)
+    filters = filter_form.filters()
+    if filter_form.errors:
+        status = 400
     now = timezone.now()
     queue = selectors.review_queue(reviewer=request.user, now=now, **filters)
     page = Paginator(queue, settings.ACCESS_REVIEW_PAGE_SIZE).get_page(request.GET.get("page"))
@@ -44,33 +44,51 @@ def review_queue(request):
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "access/review/queue.html", {
-        "page": page, "filters": filters, "query": query.urlencode(),
-        "releases": Release.objects.order_by("slug").only("slug", "name"),
+        "page": page, "filters": filters, "filter_errors": filter_form.errors, "query": query.urlencode(),
+        "releases": selectors.releases_all(),
         "statuses": Application.Status.choices, "signals": SIGNAL_LABELS, "countries": list(countries),
-        "bulk_form": BulkDecisionForm(), "reason_templates": ReasonTemplate.objects.filter(kind="reject"),
-    })
+        "bulk_form": bulk_form or BulkDecisionForm(), "reason_templates": ReasonTemplate.objects.filter(kind="reject"),
+    }, status=status)
+
+
+@reviewer_required
+def review_queue(request):
+    return _queue_response(request)
 
 
 def _application_or_404(pk) -> Application:
     return lookup_or_404(selectors.application_for_review, pk=pk)
 
 
-@reviewer_required
-def review_detail(request, pk: int):
-    application = _application_or_404(pk)
-    own = application.user_id == request.user.pk
-    return render(request, "access/review/detail.html", {
-        "application": application, "own": own,
+def _detail_response(request, application: Application, *, status: int = 200, **forms):
+    """The review page, optionally with bound forms showing field errors (400) or a refusal (409)."""
+    context = {
+        "application": application, "own": application.user_id == request.user.pk,
         "timeline": selectors.application_timeline(application=application, for_reviewer=True),
         "sla": selectors.sla_state(application, timezone.now()) if application.submitted_at else None,
         "decision_form": DecisionForm(), "note_form": NoteForm(), "revoke_form": ReasonForm(),
         "reason_templates": ReasonTemplate.objects.all(),
         "reviewers": reviewers(),
-        "other_applications": Application.objects.filter(user=application.user).exclude(pk=application.pk)
-        .select_related("release").order_by("-created_at")[:20],
+        "other_applications": selectors.applications_by_same_user(application=application),
         "signal_labels": SIGNAL_LABELS,
         "is_open": application.status in Application.OPEN_STATUSES - {Application.Status.DRAFT},
-    })
+        **forms,
+    }
+    return render(request, "access/review/detail.html", context, status=status)
+
+
+@reviewer_required
+def review_detail(request, pk: int):
+    return _detail_response(request, _application_or_404(pk))
+
+
+def _refused(request, application: Application, error: Exception, form_name: str, form):
+    """A service refused: field errors (400), a state conflict (409) or a missing right (403)."""
+    if isinstance(error, ValidationError):
+        add_service_errors(form, validation_errors(error))
+        return _detail_response(request, application, status=400, **{form_name: form})
+    messages.error(request, str(error))
+    return _detail_response(request, application, status=403 if isinstance(error, PermissionDenied) else 409)
 
 
 @reviewer_required
@@ -79,16 +97,15 @@ def review_decide(request, pk: int):
     application = _application_or_404(pk)
     form = DecisionForm(request.POST)
     if not form.is_valid():
-        for field, errors in form.errors.items():
-            for error in errors:
-                messages.error(request, f"{field}: {error}")
-        return redirect("access:review_detail", pk=pk)
+        return _detail_response(request, application, status=400, decision_form=form)
     action = form.cleaned_data["action"]
-    if run_with_messages(request, DECISIONS[action], application=application, by=request.user,
-                         reason=form.full_reason(), ip_address=client_ip(request)):
-        messages.success(request, f"Application #{pk}: {dict(DecisionForm.ACTIONS)[action].lower()} done.")
-        return redirect("access:review_queue")
-    return redirect("access:review_detail", pk=pk)
+    try:
+        DECISIONS[action](application=application, by=request.user, reason=form.full_reason(),
+                          ip_address=client_ip(request))
+    except (ValidationError, AccessError, PermissionDenied) as error:
+        return _refused(request, application, error, "decision_form", form)
+    messages.success(request, f"Application #{pk}: {dict(DecisionForm.ACTIONS)[action].lower()} done.")
+    return redirect("access:review_queue")
 
 
 @reviewer_required
@@ -102,22 +119,30 @@ def review_assign(request, pk: int):
         if assignee is None:
             messages.error(request, "Choose a reviewer from the list.")
             return redirect("access:review_detail", pk=pk)
-    if run_with_messages(request, application_assign, application=application, by=request.user, assignee=assignee,
-                         ip_address=client_ip(request)):
-        messages.success(request, f"Assigned to {assignee.email}." if assignee else "Unassigned.")
+    try:
+        application_assign(application=application, by=request.user, assignee=assignee,
+                           ip_address=client_ip(request))
+    except (ValidationError, AccessError, PermissionDenied) as error:
+        return _refused(request, application, error, "decision_form", DecisionForm())
+    messages.success(request, f"Assigned to {assignee.email}." if assignee else "Unassigned.")
     return redirect("access:review_detail", pk=pk)
 
 
 @reviewer_required
 @require_POST
 def review_note(request, pk: int):
+    """Add an internal note; with htmx, answer the refreshed notes list."""
     application = _application_or_404(pk)
-    if run_with_messages(request, application_note_add, application=application, by=request.user,
-                         text=request.POST.get("text", "")):
-        messages.success(request, "Note added.")
+    form = NoteForm(request.POST)
+    if not form.is_valid():
+        return _detail_response(request, application, status=400, note_form=form)
+    try:
+        application_note_add(application=application, by=request.user, text=form.cleaned_data["text"])
+    except (ValidationError, AccessError, PermissionDenied) as error:
+        return _refused(request, application, error, "note_form", form)
     if request.htmx:
-        application = _application_or_404(pk)
-        return render(request, "access/review/_notes.html", {"application": application})
+        return render(request, "access/review/_notes.html", {"application": _application_or_404(pk)})
+    messages.success(request, "Note added.")
     return redirect("access:review_detail", pk=pk)
 
 
@@ -126,20 +151,15 @@ def review_note(request, pk: int):
 def review_bulk(request):
     form = BulkDecisionForm(request.POST)
     if not form.is_valid():
-        for errors in form.errors.values():
-            for error in errors:
-                messages.error(request, error)
-        return redirect("access:review_queue")
+        return _queue_response(request, status=400, bulk_form=form)
     applications = selectors.applications_for_review(pks=[a.pk for a in form.cleaned_data["applications"]])
     try:
         decided, failed = application_bulk_decide(applications=applications, by=request.user,
                                                   decision=form.cleaned_data["action"], reason=form.full_reason(),
                                                   ip_address=client_ip(request))
     except ValidationError as error:
-        for messages_ in validation_errors(error).values():
-            for message in messages_:
-                messages.error(request, message)
-        return redirect("access:review_queue")
+        add_service_errors(form, validation_errors(error))
+        return _queue_response(request, status=400, bulk_form=form)
     if decided:
         messages.success(request, f"{len(decided)} application{'s' if len(decided) != 1 else ''} decided: "
                                   + ", ".join(f"#{a.pk}" for a in decided) + ".")
@@ -150,6 +170,8 @@ def review_bulk(request):
 
 @reviewer_required
 def review_export(request, release_slug: str, fmt: str):
+    if fmt not in {"csv", "json"}:
+        raise Http404("Export as .csv or .json.")
     release = lookup_or_404(selectors.release_by_slug, slug=release_slug)
     rows = selectors.review_export_rows(release=release)
     filename = f"{release.slug}-applications-{timezone.now():%Y%m%d}"
@@ -169,17 +191,15 @@ def review_export(request, release_slug: str, fmt: str):
 @require_POST
 def review_grant_revoke(request, pk: int):
     grant = lookup_or_404(selectors.grant_for_review, pk=pk)
+    form = ReasonForm(request.POST)
     try:
         grant_revoke(grant=grant, by=request.user, reason=request.POST.get("reason", ""),
                      ip_address=client_ip(request))
-    except ValidationError as error:
-        for messages_ in validation_errors(error).values():
-            for message in messages_:
-                messages.error(request, message)
-    except (AccessError, PermissionDenied) as error:
-        messages.error(request, str(error))
-    else:
-        messages.success(request, f"Access to {grant.release.name} revoked.")
+    except (ValidationError, AccessError, PermissionDenied) as error:
+        if grant.application_id:
+            return _refused(request, _application_or_404(grant.application_id), error, "revoke_form", form)
+        raise
+    messages.success(request, f"Access to {grant.release.name} revoked.")
     if grant.application_id:
         return redirect("access:review_detail", pk=grant.application_id)
     return redirect("access:review_queue")

@@ -41,7 +41,7 @@ def test_apply_list_show_and_withdraw_with_a_bearer_token(researcher, release, o
     listed = api.get("/api/v1/applications/").json()
     assert {item["id"] for item in listed} == {item["id"] for item in created.values()}
     manual = api.get(f"/api/v1/applications/{created['opt-175b']['id']}/").json()
-    assert manual["status"] == "submitted"
+    assert manual["status"] == "submitted" and manual["queue_position"] == 1
     automatic = api.get(f"/api/v1/applications/{created['opt-125m']['id']}/").json()
     assert automatic["status"] == "approved"
 

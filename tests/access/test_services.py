@@ -154,11 +154,19 @@ def test_unverified_users_cannot_apply(release):
     ({"role": "phd_student", "supervisor_name": "Prof. B", "supervisor_email": "not-an-email"}, "supervisor_email"),
     ({"country": "XX"}, "country"),
     ({"legal_name": ""}, "legal_name"),
+    ({"institution_ror_id": "https://ror.org/not-a-ror"}, "institution_ror_id"),
 ])
 def test_bad_profile_fields_are_refused_by_name(researcher, release, overrides, field):
     with pytest.raises(ValidationError) as error:
         apply(researcher, release, **overrides)
     assert field in error.value.message_dict
+
+
+def test_orcid_and_ror_ids_are_stored_in_their_canonical_form(researcher, release):
+    application = apply(researcher, release, orcid="0000000218250097", institution_name="University of Oxford",
+                        institution_ror_id="052GG0110")
+    assert application.orcid == "0000-0002-1825-0097"
+    assert application.institution.ror_id == "https://ror.org/052gg0110"
 
 
 def test_the_licence_needs_the_box_ticked_and_the_legal_name_typed(researcher, release):
@@ -251,3 +259,13 @@ def test_approval_needs_finished_checks(researcher, reviewer, release):
     application = apply(researcher, release)  # no commit: the vetting task has not run
     with pytest.raises(TransitionError, match="not finished"):
         application_approve(application=application, by=reviewer)
+
+
+def test_the_database_keeps_one_open_application_per_release_even_under_a_race(researcher, release):
+    from django.db import IntegrityError, transaction
+
+    first = apply(researcher, release)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Application.objects.create(user=researcher, release=release, institution=first.institution,
+                                   legal_name="Ada Lovelace", role="researcher", country="GB",
+                                   intended_use="x", status=S.SUBMITTED)

@@ -63,6 +63,9 @@ def test_a_draft_is_saved_then_submitted_from_its_page(researcher_client, resear
     researcher_client.post(reverse("access:apply"), {**form_data(release, accept_licence=""), "save_draft": "1"})
     application = Application.objects.get(user=researcher)
     assert application.status == Application.Status.DRAFT
+    unsigned = researcher_client.post(reverse("access:application_submit", args=[application.pk]),
+                                      {"signature_name": "Ada Lovelace"})
+    assert unsigned.status_code == 400 and "Tick the box" in unsigned.content.decode()
     with run_on_commit():
         researcher_client.post(reverse("access:application_submit", args=[application.pk]),
                                {"accept_licence": "on", "signature_name": "Ada Lovelace"})
@@ -77,14 +80,21 @@ def test_status_page_shows_the_reason_and_answers_requests_in_place(researcher_c
         application_request_info(application=application, by=reviewer, reason="Name your lab, please.")
     page = researcher_client.get(reverse("access:application_detail", args=[application.pk])).content.decode()
     assert "Name your lab, please." in page and "Send my answer" in page
+    empty = researcher_client.post(reverse("access:application_respond", args=[application.pk]), {"response": ""})
+    assert empty.status_code == 400 and "This field is required" in empty.content.decode()
     with run_on_commit():
         researcher_client.post(reverse("access:application_respond", args=[application.pk]),
                                {"response": "The memorisation lab."})
     application.refresh_from_db()
     assert application.status == Application.Status.SUBMITTED
+    again = researcher_client.post(reverse("access:application_respond", args=[application.pk]), {"response": "x"})
+    assert again.status_code == 409 and "No information has been requested" in again.content.decode()
     application_reject(application=application, by=reviewer, reason="Commercial purpose.")
     page = researcher_client.get(reverse("access:application_detail", args=[application.pk])).content.decode()
+    application.refresh_from_db()
+    reopens = application.decided_at + timedelta(days=30)
     assert "Commercial purpose." in page and "apply again" in page
+    assert f"{reopens.day} {reopens:%B %Y}" in page
     assert "The reviewer asked for more information" in page  # timeline
 
 
@@ -176,7 +186,7 @@ def test_the_queue_is_oldest_first_with_age_badges_and_filters(reviewer_client, 
                                                                run_on_commit):
     with run_on_commit():
         old = apply(UserFactory(), release, legal_name="Olive Old", orcid="", country="FR")
-        new = apply(UserFactory(), release, legal_name="Nina New", orcid="", country="DE")
+        apply(UserFactory(), release, legal_name="Nina New", orcid="", country="DE")
     Application.objects.filter(pk=old.pk).update(submitted_at=timezone.now() - timedelta(days=20))
     body = reviewer_client.get(reverse("access:review_queue")).content.decode()
     assert body.index("Olive Old") < body.index("Nina New")
@@ -215,9 +225,10 @@ def test_reviewer_decides_with_a_template_plus_free_text(reviewer_client, resear
     detail = reviewer_client.get(reverse("access:review_detail", args=[application.pk])).content.decode()
     assert "Vetting signals" in detail and "academic suffix" in detail
     template = ReasonTemplate.objects.get(title="Intended use out of scope")
-    missing = reviewer_client.post(reverse("access:review_decide", args=[application.pk]),
-                                   {"action": "reject"}, follow=True)
-    assert "A reason is required" in missing.content.decode()
+    missing = reviewer_client.post(reverse("access:review_decide", args=[application.pk]), {"action": "reject"})
+    assert missing.status_code == 400 and "A reason is required" in missing.content.decode()
+    unknown = reviewer_client.post(reverse("access:review_decide", args=[application.pk]), {"action": "ban"})
+    assert unknown.status_code == 400 and "Select a valid choice" in unknown.content.decode()
     with run_on_commit():
         reviewer_client.post(reverse("access:review_decide", args=[application.pk]),
                              {"action": "reject", "template": template.pk, "reason": "Product demos are commercial."})
@@ -240,6 +251,7 @@ def test_assignment_notes_and_revocation(reviewer_client, reviewer, researcher, 
         reverse("access:application_detail", args=[application.pk])).content.decode()  # 404 for the reviewer
     application_approve(application=application, by=reviewer)
     grant = Grant.objects.get()
+    assert reviewer_client.post(reverse("access:review_grant_revoke", args=[grant.pk]), {"reason": ""}).status_code == 400
     reviewer_client.post(reverse("access:review_grant_revoke", args=[grant.pk]), {"reason": "Licence breach."})
     grant.refresh_from_db()
     assert grant.revoked_at is not None and grant.revoke_reason == "Licence breach."
@@ -252,8 +264,10 @@ def test_bulk_approve_and_reject(reviewer_client, release, run_on_commit):
                                                          "action": "approve", "reason": ""})
     assert Application.objects.filter(status="approved").count() == 2
     response = reviewer_client.post(reverse("access:review_bulk"), {"applications": [apps[2].pk],
-                                                                    "action": "reject", "reason": ""}, follow=True)
-    assert "A reason is required" in response.content.decode()
+                                                                    "action": "reject", "reason": ""})
+    assert response.status_code == 400 and "A reason is required" in response.content.decode()
+    nothing = reviewer_client.post(reverse("access:review_bulk"), {"action": "approve"})
+    assert nothing.status_code == 400 and "Select at least one application" in nothing.content.decode()
     reviewer_client.post(reverse("access:review_bulk"), {"applications": [apps[2].pk], "action": "reject",
                                                          "reason": "Duplicate account."})
     assert Application.objects.get(pk=apps[2].pk).status == "rejected"
@@ -264,7 +278,8 @@ def test_own_applications_show_no_decision_form(reviewer_client, reviewer, relea
         mine = apply(reviewer, release)
     page = reviewer_client.get(reverse("access:review_detail", args=[mine.pk])).content.decode()
     assert "your own application" in page and "Record decision" not in page
-    reviewer_client.post(reverse("access:review_decide", args=[mine.pk]), {"action": "approve"})
+    refused = reviewer_client.post(reverse("access:review_decide", args=[mine.pk]), {"action": "approve"})
+    assert refused.status_code == 403 and "own application" in refused.content.decode()
     assert Application.objects.get(pk=mine.pk).status == Application.Status.SUBMITTED
 
 
@@ -276,6 +291,7 @@ def test_export_a_release_s_requests_and_decisions(reviewer_client, reviewer, re
     rows = list(csv.DictReader(io.StringIO(as_csv.content.decode())))
     assert rows[0]["status"] == "rejected" and rows[0]["decision_reason"] == "No."
     assert rows[0]["decided_by"] == reviewer.email
+    assert reviewer_client.get(f"/review/export/{release.slug}.xml").status_code == 404
     as_json = json.loads(reviewer_client.get(reverse("access:review_export", args=[release.slug, "json"])).content)
     assert as_json["applications"][0]["id"] == application.pk
 
@@ -292,3 +308,32 @@ def test_transparency_suppresses_small_cells_and_names_nobody(client, reviewer, 
     assert "Iceland" not in body and "Other countries" in body  # one application: pooled
     assert "&lt;5" in body
     assert "Lonely Icelander" not in body and "Gb Person" not in body
+
+
+def test_admin_publishes_a_new_licence_version_without_editing_old_ones(client, release):
+    from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+
+    from access.models import AuditEvent
+    from tests.access.conftest import log_in_with_totp
+
+    admin_user = StaffFactory()
+    admin_user.totp_secret = generate_totp_secret()
+    TOTP.activate(admin_user, admin_user.totp_secret)
+    log_in_with_totp(client, admin_user)
+    reviewer_client = client
+    licence = release.licence
+    url = reverse("admin:access_licence_change", args=[licence.pk])
+    page = reviewer_client.get(url)
+    assert page.status_code == 200
+    response = reviewer_client.post(url, {
+        "slug": licence.slug, "title": licence.title,
+        "versions-TOTAL_FORMS": "2", "versions-INITIAL_FORMS": "1", "versions-MIN_NUM_FORMS": "0",
+        "versions-MAX_NUM_FORMS": "1000",
+        "versions-0-id": licence.versions.get().pk, "versions-0-licence": licence.pk,
+        "versions-1-id": "", "versions-1-licence": licence.pk, "versions-1-text_markdown": "# v2\n\nNew terms.",
+    })
+    assert response.status_code == 302, response.content.decode()[:2000]
+    current = licence.current_version()
+    assert current.number == 2 and current.text_markdown == "# v2\n\nNew terms."
+    assert licence.versions.get(number=1).text_markdown.startswith("# Licence")
+    assert AuditEvent.objects.filter(action="licence.publish").exists()

@@ -25,6 +25,9 @@ class Command(BaseCommand):
                 password = secrets.token_urlsafe(12)
                 logins.append((account["role"], account["email"], password))
                 self._upsert(account, password)
+            from access.demo import demo_access_seed
+
+            demo_access_seed(researcher_email="researcher@gatehouse.example")
         self.stdout.write("Demo logins (new random passwords, shown only now):")
         for role, email, password in logins:
             self.stdout.write(f"  {role}\n    e-mail:   {email}\n    password: {password}")
