@@ -9,6 +9,7 @@ NAVIGATION = [
     ("Apply", "access:apply", False),
     ("My access", "access:my_access", False),
     ("Playground", "inference_worker:playground", False),
+    ("Transparency", "access:transparency", False),
     ("Review queue", "access:review_queue", True),
 ]
 

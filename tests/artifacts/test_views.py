@@ -55,7 +55,7 @@ def test_the_download_page_tells_others_what_to_do(client, user, release, local_
 def test_the_release_page_sends_signed_in_visitors_to_apply(client, user, release):
     client.login(email=user.email, password=DEFAULT_PASSWORD)
     html = client.get("/releases/opt-test/").content.decode()
-    assert "/access/apply/?release=opt-test" in html
+    assert "/apply/?release=opt-test" in html
 
 
 def test_my_access_links_to_the_downloads_of_each_active_grant(client, user, grant, local_variant):

@@ -27,7 +27,7 @@ class Command(BaseCommand):
                 self._upsert(account, password)
             from access.demo import demo_access_seed
 
-            demo_access_seed(researcher_email="researcher@gatehouse.example")
+            demo_access_seed(researcher_email="researcher@gatehouse.example", release_slug="opt-demo")
         self.stdout.write("Demo logins (new random passwords, shown only now):")
         for role, email, password in logins:
             self.stdout.write(f"  {role}\n    e-mail:   {email}\n    password: {password}")
