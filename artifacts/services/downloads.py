@@ -8,15 +8,14 @@ import re
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db.models import Min
 from django.urls import reverse
 from django.utils import timezone
 
-from access.models import Grant, User
+from access.models import User
 from artifacts.links import LinkExpired, LinkInvalid, link_token_read, link_tokens_make
 from artifacts.models import ArtifactFile, DownloadEvent, Release, Variant
 from access.selectors import grant_active_for, licence_acceptance_required
-from artifacts.selectors import downloads_counted_since
+from artifacts.selectors import downloads_counted_since, file_for_download, grant_for_download
 from artifacts.storage import Storage, StorageError, storage_for
 
 logger = logging.getLogger(__name__)
@@ -137,12 +136,8 @@ def download_authorize(*, token: str, range_header: str, ip: str | None, user_ag
         return _refuse(event, 403, O.INVALID,
                        "This download link is not valid: it was altered or cut short (e-mail link protection "
                        "does this). Copy links from My access or use the download clients.")
-    grant = (
-        Grant.objects.select_related("user", "release__licence")
-        .filter(pk=claims.grant_id, user_id=claims.user_id)
-        .first()
-    )
-    file = ArtifactFile.objects.select_related("variant").filter(pk=claims.file_id).first()
+    grant = grant_for_download(grant_id=claims.grant_id, user_id=claims.user_id)
+    file = file_for_download(file_id=claims.file_id, user_id=claims.user_id, link_id=claims.link_id)
     if grant is None or file is None or file.variant.release_id != grant.release_id:
         return _refuse(event, 403, O.INVALID, "This download link does not match any file you have access to.")
     event.user_id, event.grant, event.file, event.link_id = claims.user_id, grant, file, claims.link_id
@@ -155,9 +150,10 @@ def download_authorize(*, token: str, range_header: str, ip: str | None, user_ag
     if claims.generation != grant.generation:
         return _refuse(event, 410, O.EXPIRED,
                        "This link was issued before your access was renewed. Get fresh links from My access.")
-    blocker = licence_blocker(user=grant.user, release=grant.release)
-    if blocker:
-        return _refuse(event, 403, O.LICENCE_REQUIRED, blocker)
+    if grant.latest_licence_number is not None and not grant.latest_licence_accepted:
+        page = settings.SITE_URL + reverse("access:licence_accept", args=[grant.release.slug])
+        return _refuse(event, 403, O.LICENCE_REQUIRED,
+                       f"Accept version {grant.latest_licence_number} of the licence before downloading: {page}")
     if not file.is_downloadable:
         return _refuse(event, 409, O.WITHHELD,
                        f"{file.path} is withheld: {file.get_integrity_display()}. It will be available again "
@@ -167,7 +163,7 @@ def download_authorize(*, token: str, range_header: str, ip: str | None, user_ag
     except ValueError:
         return _refuse(event, 416, O.INVALID, "The requested byte range is outside the file.",
                        extra={"size": file.size})
-    limit_refusal = _apply_limit(event, claims, byte_range)
+    limit_refusal = _apply_limit(event, file, byte_range)
     if limit_refusal:
         return limit_refusal
     try:
@@ -187,23 +183,15 @@ def download_authorize(*, token: str, range_header: str, ip: str | None, user_ag
     return Decision(status=206 if byte_range else 200, file=file, storage=storage, byte_range=byte_range)
 
 
-def _apply_limit(event: DownloadEvent, claims, byte_range) -> Decision | None:
+def _apply_limit(event: DownloadEvent, file: ArtifactFile, byte_range) -> Decision | None:
     """Count a new download (not a resume, not a retry of a counted link) against the limit."""
     if byte_range is not None and byte_range[0] > 0:
         return None  # resuming a download already under way
-    window_start = timezone.now() - datetime.timedelta(seconds=settings.DOWNLOAD_LIMIT_WINDOW_SECONDS)
-    first_use = dict(
-        DownloadEvent.objects.filter(
-            user_id=claims.user_id, file_id=claims.file_id, counts_as_download=True, at__gte=window_start
-        )
-        .values("link_id")
-        .annotate(first=Min("at"))
-        .values_list("link_id", "first")
-    )
-    if claims.link_id in first_use:
+    if file.link_counted:
         return None  # a retry of a link already counted
-    if len(first_use) >= settings.DOWNLOAD_LIMIT_PER_FILE:
-        retry_after = max(int((min(first_use.values()) - window_start).total_seconds()) + 1, 1)
+    if (file.counted_links or 0) >= settings.DOWNLOAD_LIMIT_PER_FILE:
+        window_start = timezone.now() - datetime.timedelta(seconds=settings.DOWNLOAD_LIMIT_WINDOW_SECONDS)
+        retry_after = max(int((file.oldest_counted_at - window_start).total_seconds()) + 1, 1)
         return _refuse(
             event, 429, DownloadEvent.Outcome.OVER_LIMIT,
             f"You have downloaded this file {settings.DOWNLOAD_LIMIT_PER_FILE} times in the last "

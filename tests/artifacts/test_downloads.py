@@ -218,3 +218,12 @@ def test_a_storage_failure_answers_503_and_does_not_count(signed_in, grant, s3_v
     response = signed_in.get(link(signed_in), headers={"Accept": "application/json"})
     assert response.status_code == 503 and response["Retry-After"] == "30"
     assert not DownloadEvent.objects.filter(counts_as_download=True).exists()
+
+
+def test_a_download_link_is_checked_and_recorded_in_three_queries(signed_in, grant, local_variant,
+                                                                   django_assert_num_queries):
+    url = link(signed_in)
+    signed_in.logout()
+    with django_assert_num_queries(3):
+        response = signed_in.get(url)
+    assert response.status_code == 200

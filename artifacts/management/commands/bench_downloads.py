@@ -89,9 +89,9 @@ class Command(BaseCommand):
         if created or not LicenceAcceptance.objects.filter(user=user, licence_version=version).exists():
             LicenceAcceptance.objects.create(user=user, licence_version=version, signature_name="Bench",
                                              text_sha256=version.sha256)
-        Grant.objects.filter(user=user, release=release).delete()
-        Grant.objects.create(user=user, release=release, licence_version=version,
-                             expires_at=timezone.now() + datetime.timedelta(days=30))
+        if not Grant.objects.filter(user=user, release=release, expires_at__gt=timezone.now()).exists():
+            Grant.objects.create(user=user, release=release, licence_version=version,
+                                 expires_at=timezone.now() + datetime.timedelta(days=30))
         return user, variant
 
     def _bench_manifest(self, user, variant, runs: int) -> None:
@@ -116,7 +116,7 @@ class Command(BaseCommand):
             urls.extend(entry["url"] for entry in manifest["files"])
         urls = urls[: options["links"]]
         env = dict(os.environ, DEBUG="0", DOWNLOAD_LIMIT_PER_FILE="1000000000", LOG_LEVEL="WARNING",
-                   DATABASE_CONN_MAX_AGE="600", SECRET_KEY=settings.SECRET_KEY)
+                   DATABASE_POOL="1", SECRET_KEY=settings.SECRET_KEY)
         # Presigning is computed locally: placeholder keys suffice when none are configured.
         env.setdefault("S3_ACCESS_KEY_ID", settings.S3_ACCESS_KEY_ID or "bench-access-key")
         env.setdefault("S3_SECRET_ACCESS_KEY", settings.S3_SECRET_ACCESS_KEY or "bench-secret-key")
@@ -130,8 +130,10 @@ class Command(BaseCommand):
             _wait_for_port(port, server)
             with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
                 script.write(WRK_SCRIPT % ",".join(f'"{url}"' for url in urls))
-            subprocess.run(["wrk", "-t2", "-c64", "-d3s", "-s", script.name, f"http://127.0.0.1:{port}"],
-                           capture_output=True, check=True)  # warm-up
+            warm_up = subprocess.run(["wrk", "-t2", "-c64", "-d3s", "-s", script.name, f"http://127.0.0.1:{port}"],
+                                     capture_output=True, text=True)
+            if warm_up.returncode:
+                raise CommandError(f"wrk failed: {warm_up.stderr or warm_up.stdout}")
             started_events = variant.files.first().download_events.model.objects.count()
             result = subprocess.run(
                 ["wrk", "-t2", f"-c{options['connections']}", f"-d{options['duration']}s", "--latency",
@@ -140,7 +142,10 @@ class Command(BaseCommand):
             )
         finally:
             server.terminate()
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                server.kill()
         self._report(result.stdout, started_events, options)
 
     def _report(self, output: str, events_before: int, options) -> None:
