@@ -44,8 +44,11 @@ def test_a_malformed_boolean_setting_fails_with_a_clear_message():
     assert "DEBUG must be a boolean" in result.stderr
 
 
-def test_the_connection_pool_serves_queries_when_enabled():
+def test_the_connection_pool_serves_queries_when_enabled(db):
+    from tests.browser import database_url_of_the_test_db
+
     result = manage("shell", "-c", "from django.db import connection; c = connection.cursor(); c.execute('SELECT 1');"
-                    " print('pool' in connection.settings_dict['OPTIONS'], c.fetchone()[0])", DATABASE_POOL="1")
+                    " print('pool' in connection.settings_dict['OPTIONS'], c.fetchone()[0])",
+                    DATABASE_POOL="1", DATABASE_URL=database_url_of_the_test_db())
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("True 1")
