@@ -191,8 +191,13 @@ class Engine:
                     self._prefill(chunk, cache, on_token)
                 if plan.decode:
                     self._decode(plan.decode, cache, on_token)
-                scheduler.retire_finished()
+                self._retire(scheduler, cache)
         return [self._output(r, [s for s in sequences if s.request is r]) for r in requests]
+
+    @staticmethod
+    def _retire(scheduler: Scheduler, cache: KVCache) -> None:
+        for sequence, source, target in scheduler.retire_finished():
+            cache.copy_slot(source, target, sequence.cached)
 
     def _cache_for(self, max_len: int) -> KVCache:
         c = self.config
@@ -294,7 +299,7 @@ class Engine:
         for r in requests:
             if id(r) in cancelled:
                 scheduler.cancel_waiting(r)
-        scheduler.retire_finished()
+        self._retire(scheduler, self._cache)
 
     def _output(self, request: Request, sequences: list[Sequence]) -> RequestOutput:
         p = request.params
@@ -313,7 +318,7 @@ class Engine:
                     token_ids=ids,
                     text=text,
                     finish_reason=s.finish_reason or "length",
-                    cumulative_logprob=float(sum(s.logprobs)),
+                    cumulative_logprob=float(sum(s.logprobs)) if s.sampling.needs_logprobs else None,
                     logprobs=logprobs if p.logprobs is not None else None,
                     top_logprobs=top if p.logprobs else None,
                 )

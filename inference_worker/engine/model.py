@@ -59,7 +59,7 @@ class FeedForward(nn.Module):
         self.fc2 = RowParallelLinear(config.ffn_hidden, config.hidden, tp)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.relu(self.fc1(x)))
+        return self.fc2(F.relu_(self.fc1(x)))
 
 
 class DecoderLayer(nn.Module):
@@ -76,7 +76,7 @@ class DecoderLayer(nn.Module):
     def forward(self, x, layer, cache, batch, mask):
         if self.pre_layer_norm:
             x = x + self.self_attn(self.self_attn_layer_norm(x), layer, cache, batch, mask)
-            return x + self.mlp(self.final_layer_norm(x))
+            return x.add_(self.mlp(self.final_layer_norm(x)))
         x = self.self_attn_layer_norm(x + self.self_attn(x, layer, cache, batch, mask))
         return self.final_layer_norm(x + self.mlp(x))
 
