@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from .requests import FinishReason, Request, TopLogprob
+from .requests import FinishReason, Request, TokenCallback, TopLogprob
 from .sampling import SamplingState
 
 
@@ -31,6 +31,7 @@ class Sequence:
     text: str = ""
     streamed: int = 0  # characters of text already streamed
     finish_reason: FinishReason | None = None
+    on_token: TokenCallback | None = None  # rank 0 only
 
     @property
     def prompt_ids(self) -> list[int]:
