@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-transformers = pytest.importorskip("transformers")
+import transformers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VOCAB = 1000
