@@ -99,10 +99,6 @@ class OPT(nn.Module):
             nn.LayerNorm(config.hidden, eps=config.layer_norm_eps) if config.final_layer_norm else None
         )
 
-    @property
-    def local_vocab_start(self) -> int:
-        return self.embed_tokens.start
-
     def _decode(self, tokens, positions, cache, batch, mask) -> torch.Tensor:
         x = self.embed_tokens(tokens)  # (B, T, word_embed_dim)
         if self.project_in is not None:
