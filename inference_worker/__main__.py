@@ -103,8 +103,12 @@ def bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return {"generate": generate, "convert": convert, "bench": bench}[args.command](args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return {"generate": generate, "convert": convert, "bench": bench}[args.command](args)
+    except (ValueError, FileNotFoundError) as error:  # bad checkpoint or request: say why, no traceback
+        parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

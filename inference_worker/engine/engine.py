@@ -9,9 +9,14 @@ from a Celery prefork child, where ``multiprocessing`` may not start children.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import queue
 import random
+import threading
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -25,6 +30,9 @@ from .sampling import Sampled, Sampler, SamplingState
 from .scheduler import PrefillChunk, Scheduler, Sequence
 from .tokenizer import OPTTokenizer, tokenizer_files
 from .tp import TensorParallel, connect, free_port, join_torchrun, launched_by_torchrun
+
+#: rank 0's source of work: ``poll(idle)`` -> (new requests with their callbacks, closing)
+Poll = Callable[[bool], "tuple[list[tuple[Request, TokenCallback | None]], bool]"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -55,6 +63,7 @@ class Engine:
             self.tp, self.config.vocab_size, model.embed_tokens.start, model.embed_tokens.rows_per_rank
         )
         self._followers = followers
+        self._server: threading.Thread | None = None
         self._cache: KVCache | None = None
 
     # -- construction -------------------------------------------------------------------------
@@ -108,7 +117,12 @@ class Engine:
         return cls(model, tokenizer, device, **options)
 
     def close(self) -> None:
-        """Stop the ranks this engine started (their group goes with them)."""
+        """Finish serving (waiting for submitted requests), then stop the ranks this engine
+        started (their group goes with them)."""
+        if self._server is not None:
+            self._closing.set()
+            self._server.join()
+            self._server = None
         if self._followers is not None:
             self._followers.close()
             self._followers = None
@@ -136,11 +150,79 @@ class Engine:
         return [output.completions[0].token_ids for output in outputs]
 
     def complete(self, requests: list[Request], on_token: TokenCallback | None = None) -> list[RequestOutput]:
-        """Run the requests to completion with continuous batching; ``on_token`` streams events."""
-        requests = [self._prepare(r) for r in requests]
+        """Run the requests to completion with continuous batching; ``on_token`` streams events.
+
+        Under torchrun every rank calls this; the requests of rank 0 are the ones run.
+        """
+        if self._server is not None:
+            raise RuntimeError("this engine is serving: use submit()")
+        requests = [self._prepare(r, self.config.max_positions) for r in requests]
+        pending = [(r, on_token) for r in requests]
+
+        def poll(idle: bool) -> tuple[list[tuple[Request, TokenCallback | None]], bool]:
+            nonlocal pending
+            arrivals, pending = pending, []
+            return arrivals, True
+
         if self._followers is not None:
-            self._followers.run(requests)
-        return self._run(requests, on_token if self.tp.rank == 0 else None)
+            self._followers.begin_run()
+        max_len = max((len(r.prompt_ids) + r.params.max_tokens for r in requests), default=1)
+        return self._run(poll, max_len)
+
+    def serve(self, max_len: int | None = None) -> None:
+        """Serve ``submit``-ted requests from a background thread until ``close()``: requests join
+        the running batch at the next token boundary. ``max_len`` (default: the model's positions)
+        bounds prompt + max_tokens and sizes the KV cache. Under torchrun, ranks other than 0
+        block here, following rank 0, until it closes."""
+        max_len = min(max_len or self.config.max_positions, self.config.max_positions)
+        if self.tp.rank != 0:
+            self._run(None, max_len)
+            return
+        if self._server is not None:
+            raise RuntimeError("this engine is already serving")
+        self._serve_max_len = max_len
+        self._inbox: queue.Queue[tuple[Request, TokenCallback | None, Future]] = queue.Queue()
+        self._closing = threading.Event()
+        self._futures: dict[int, Future] = {}
+        if self._followers is not None:
+            self._followers.begin_run()
+        self._server = threading.Thread(target=self._serve_loop, name="opt-engine", daemon=True)
+        self._server.start()
+
+    def submit(self, request: Request, on_token: TokenCallback | None = None) -> Future:
+        """Queue a request on a serving engine; the future resolves to its ``RequestOutput``.
+        ``on_token`` is called from the serving thread."""
+        if self._server is None or self._closing.is_set():
+            raise RuntimeError("call serve() first (and not after close())")
+        request = self._prepare(request, self._serve_max_len)
+        future: Future = Future()
+        self._inbox.put((request, on_token, future))
+        return future
+
+    def _serve_loop(self) -> None:
+        try:
+            self._run(self._poll_inbox, self._serve_max_len, self._resolve)
+        except BaseException as error:  # fail every waiting caller rather than hang them
+            for future in self._futures.values():
+                future.set_exception(error)
+            raise
+
+    def _poll_inbox(self, idle: bool) -> tuple[list[tuple[Request, TokenCallback | None]], bool]:
+        arrivals = []
+        try:
+            # when idle, wait a little (followers stay in step through this empty exchange)
+            item = self._inbox.get(timeout=0.2) if idle else self._inbox.get_nowait()
+            while True:
+                request, on_token, future = item
+                self._futures[id(request)] = future
+                arrivals.append((request, on_token))
+                item = self._inbox.get_nowait()
+        except queue.Empty:
+            pass
+        return arrivals, self._closing.is_set() and self._inbox.empty()
+
+    def _resolve(self, request: Request, output: RequestOutput) -> None:
+        self._futures.pop(id(request)).set_result(output)
 
     def encode(self, text: str) -> list[int]:
         return self._require_tokenizer().encode(text, add_bos=True)
@@ -150,7 +232,7 @@ class Engine:
 
     # -- the loop (runs identically on every rank) -------------------------------------------
 
-    def _prepare(self, request: Request) -> Request:
+    def _prepare(self, request: Request, max_len: int) -> Request:
         p, prompt = request.params, list(request.prompt_ids)
         if not prompt:
             raise ValueError("the prompt is empty")
@@ -158,41 +240,95 @@ class Engine:
             raise ValueError(f"prompt ids must be in [0, {self.config.vocab_size})")
         if p.stop and self.tokenizer is None:
             raise ValueError("stop strings need a tokenizer in the checkpoint directory")
-        room = self.config.max_positions - p.max_tokens
+        room = max_len - p.max_tokens
         if len(prompt) > room:
             if p.truncate == "error" or room < 1:
                 raise ValueError(
-                    f"prompt of {len(prompt)} tokens + max_tokens {p.max_tokens} exceeds "
-                    f"{self.config.max_positions} positions"
+                    f"prompt of {len(prompt)} tokens + max_tokens {p.max_tokens} exceeds {max_len} positions"
                 )
             prompt = prompt[-room:]
         if p.seed is None:
             p = dataclasses.replace(p, seed=random.randrange(2**62))
         return Request(prompt, p, request.request_id, request.cancel)
 
-    def _run(self, requests: list[Request], on_token: TokenCallback | None) -> list[RequestOutput]:
-        seeds = self.tp.broadcast(torch.tensor([r.params.seed for r in requests], dtype=torch.int64))
-        sequences = []
-        for request, seed in zip(requests, seeds.tolist()):
-            for index in range(request.params.n_sequences):
-                state = SamplingState.create(request.params, seed + index, list(request.prompt_ids), self.config.eos_id)
-                sequences.append(Sequence(request, index, state))
-        if not sequences:
-            return []
-        cache = self._cache_for(max(len(r.prompt_ids) + r.params.max_tokens for r in requests))
+    def _run(
+        self,
+        poll: Poll | None,
+        max_len: int,
+        on_output: Callable[[Request, RequestOutput], None] | None = None,
+    ) -> list[RequestOutput]:
+        """The generation loop, identical on every rank. At each token boundary rank 0 takes new
+        requests from ``poll`` and the cancellations, and shares them with the other ranks; the
+        loop ends once ``poll`` says it is closing and nothing is left to do. Returns the outputs
+        in arrival order (``on_output`` also gets each one as soon as it is done)."""
+        max_len = int(self._share(torch.tensor([max_len]))[0])
+        cache = self._cache_for(max_len)
         scheduler = Scheduler(self.max_batch, self.max_batch_tokens)
-        for sequence in sequences:
-            scheduler.add(sequence)
+        active: dict[int, tuple[Request, list[Sequence]]] = {}
+        outputs: dict[int, RequestOutput] = {}
+        arrived = 0
         with torch.inference_mode():
-            while scheduler.has_work():
-                self._apply_cancellations(requests, scheduler, on_token)
-                plan = scheduler.plan()
-                for chunk in plan.prefill:
-                    self._prefill(chunk, cache, on_token)
-                if plan.decode:
-                    self._decode(plan.decode, cache, on_token)
-                scheduler.retire_finished()
-        return [self._output(r, [s for s in sequences if s.request is r]) for r in requests]
+            while True:
+                arrivals, cancels, closing = self._exchange(poll, not scheduler.has_work(), active)
+                for request, on_token in arrivals:
+                    sequences = [
+                        Sequence(request, i, self._sampling_state(request, i), on_token=on_token)
+                        for i in range(request.params.n_sequences)
+                    ]
+                    active[arrived] = (request, sequences)
+                    arrived += 1
+                    for sequence in sequences:
+                        scheduler.add(sequence)
+                self._cancel([active[key] for key in cancels if key in active], scheduler, cache)
+                if scheduler.has_work():
+                    plan = scheduler.plan()
+                    for chunk in plan.prefill:
+                        self._prefill(chunk, cache)
+                    if plan.decode:
+                        self._decode(plan.decode, cache)
+                    self._retire(scheduler, cache)
+                for key, (request, sequences) in list(active.items()):
+                    if all(s.finished for s in sequences):
+                        del active[key]
+                        outputs[key] = self._output(request, sequences)
+                        if on_output is not None:
+                            on_output(request, outputs[key])
+                if closing and not scheduler.has_work():
+                    return [outputs[key] for key in sorted(outputs)]
+
+    def _sampling_state(self, request: Request, index: int) -> SamplingState:
+        return SamplingState.create(request.params, request.params.seed + index, list(request.prompt_ids), self.config.eos_id)
+
+    def _share(self, x: torch.Tensor) -> torch.Tensor:
+        """Rank 0's ``x`` on every rank (through the device, as NCCL needs)."""
+        if self.tp.world == 1:
+            return x
+        return self.tp.broadcast(x.to(self.device)).cpu()
+
+    def _exchange(self, poll: Poll | None, idle: bool, active: dict[int, tuple[Request, list[Sequence]]]):
+        """New requests, cancelled request keys and the closing flag, as rank 0 sees them."""
+        arrivals, cancels, closing, payload = [], [], False, b""
+        if self.tp.rank == 0:
+            arrivals, closing = poll(idle)
+            cancels = [key for key, (request, _) in active.items() if request.cancel.is_set()]
+            if self.tp.world > 1 and (arrivals or cancels):
+                message = {"new": [r.to_json() for r, _ in arrivals], "cancel": cancels}
+                payload = json.dumps(message).encode()
+        if self.tp.world == 1:
+            return arrivals, cancels, closing
+        size, closing = self._share(torch.tensor([len(payload), int(closing)])).tolist()
+        if size and self.tp.rank != 0:
+            message = json.loads(bytes(self._share(torch.empty(size, dtype=torch.uint8)).tolist()))
+            arrivals = [(Request.from_json(r), None) for r in message["new"]]
+            cancels = message["cancel"]
+        elif size:
+            self._share(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
+        return arrivals, cancels, bool(closing)
+
+    @staticmethod
+    def _retire(scheduler: Scheduler, cache: KVCache) -> None:
+        for sequence, source, target in scheduler.retire_finished():
+            cache.copy_slot(source, target, sequence.cached)
 
     def _cache_for(self, max_len: int) -> KVCache:
         c = self.config
@@ -203,7 +339,7 @@ class Engine:
             self._cache = KVCache(c.n_layers, self.max_batch, heads, max_len, c.head_dim, dtype, self.device)
         return self._cache
 
-    def _prefill(self, chunk: PrefillChunk, cache: KVCache, on_token: TokenCallback | None) -> None:
+    def _prefill(self, chunk: PrefillChunk, cache: KVCache) -> None:
         s, n = chunk.sequence, chunk.stop - chunk.start
         p = s.request.params
         tokens = torch.tensor([s.prompt_ids[chunk.start : chunk.stop]], device=self.device)  # (1, T)
@@ -218,9 +354,9 @@ class Engine:
             return
         if p.max_tokens == 0:
             s.finish_reason = "length"
-            self._stream(s, None, on_token)
+            self._stream(s, None)
             return
-        self._append(s, self.sampler.sample(logits[-1:], [s.sampling])[0], on_token)
+        self._append(s, self.sampler.sample(logits[-1:], [s.sampling])[0])
 
     def _score_prompt(self, s: Sequence, chunk: PrefillChunk, logits: torch.Tensor) -> None:
         """Logprobs of the prompt's own tokens (for ``echo`` with ``logprobs``)."""
@@ -238,7 +374,7 @@ class Engine:
                 [TopLogprob(int(i), float(v)) for v, i in zip(top[0][t], top[1][t])] if top is not None else []
             )
 
-    def _decode(self, sequences: list[Sequence], cache: KVCache, on_token: TokenCallback | None) -> None:
+    def _decode(self, sequences: list[Sequence], cache: KVCache) -> None:
         sequences = sorted(sequences, key=lambda s: s.slot)
         tokens = torch.tensor([[s.output_ids[-1]] for s in sequences], device=self.device)  # (B, 1)
         positions = torch.tensor([[s.cached] for s in sequences], device=self.device)
@@ -247,9 +383,9 @@ class Engine:
         for s in sequences:
             s.cached += 1
         for s, sampled in zip(sequences, self.sampler.sample(logits, [s.sampling for s in sequences])):
-            self._append(s, sampled, on_token)
+            self._append(s, sampled)
 
-    def _append(self, s: Sequence, sampled: Sampled, on_token: TokenCallback | None) -> None:
+    def _append(self, s: Sequence, sampled: Sampled) -> None:
         p = s.request.params
         s.output_ids.append(sampled.token_id)
         s.logprobs.append(sampled.logprob)
@@ -260,7 +396,7 @@ class Engine:
             (sampled.token_id == self.config.eos_id and not p.ignore_eos) or sampled.token_id in p.stop_token_ids
         ):
             s.finish_reason = "stop"
-        if self.tokenizer is not None and (p.stop or on_token is not None):
+        if self.tokenizer is not None and (p.stop or s.on_token is not None):
             s.text = self.tokenizer.decode(s.output_ids)
             if may_stop and p.stop and s.finish_reason is None:
                 hits = [i for i in (s.text.find(stop) for stop in p.stop) if i >= 0]
@@ -269,32 +405,28 @@ class Engine:
                     s.finish_reason = "stop"
         if s.finish_reason is None and len(s.output_ids) >= p.max_tokens:
             s.finish_reason = "length"
-        self._stream(s, sampled.token_id, on_token)
+        self._stream(s, sampled.token_id)
 
-    def _stream(self, s: Sequence, token_id: int | None, on_token: TokenCallback | None) -> None:
-        if on_token is None:
+    def _stream(self, s: Sequence, token_id: int | None) -> None:
+        if s.on_token is None:
             return
         settled = len(s.text) if s.finished else len(s.text) - _unsettled_suffix(s.text, s.request.params.stop)
         delta = s.text[s.streamed : settled]
         s.streamed = max(s.streamed, settled)
         event = TokenEvent(s.request.request_id, s.index, token_id, delta, s.finish_reason)
-        if on_token(event) is False:
+        if s.on_token(event) is False:
             s.request.cancel.set()
 
-    def _apply_cancellations(self, requests: list[Request], scheduler: Scheduler, on_token) -> None:
-        flags = torch.tensor([r.cancel.is_set() for r in requests], dtype=torch.uint8)
-        flags = self.tp.broadcast(flags)  # rank 0 decides
-        cancelled = {id(r) for r, flag in zip(requests, flags.tolist()) if flag}
+    def _cancel(self, cancelled: list[tuple[Request, list[Sequence]]], scheduler: Scheduler, cache: KVCache) -> None:
         if not cancelled:
             return
-        for s in [*scheduler.running, *scheduler.waiting]:
-            if id(s.request) in cancelled and not s.finished:
-                s.finish_reason = "cancelled"
-                self._stream(s, None, on_token)
-        for r in requests:
-            if id(r) in cancelled:
-                scheduler.cancel_waiting(r)
-        scheduler.retire_finished()
+        for request, sequences in cancelled:
+            scheduler.cancel_waiting(request)
+            for s in sequences:
+                if not s.finished:
+                    s.finish_reason = "cancelled"
+                    self._stream(s, None)
+        self._retire(scheduler, cache)
 
     def _output(self, request: Request, sequences: list[Sequence]) -> RequestOutput:
         p = request.params
@@ -313,7 +445,7 @@ class Engine:
                     token_ids=ids,
                     text=text,
                     finish_reason=s.finish_reason or "length",
-                    cumulative_logprob=float(sum(s.logprobs)),
+                    cumulative_logprob=float(sum(s.logprobs)) if s.sampling.needs_logprobs else None,
                     logprobs=logprobs if p.logprobs is not None else None,
                     top_logprobs=top if p.logprobs else None,
                 )

@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 
 from .engine import Engine, resolve_dtype
-from .requests import Request
 from .tp import connect
 
 
@@ -37,7 +36,7 @@ def follow() -> None:
             command = json.loads(line)
             if command["op"] == "close":
                 break
-            engine._run([Request.from_json(r) for r in command["requests"]], on_token=None)
+            engine._run(poll=None, max_len=0)  # requests arrive from rank 0 at each step
     finally:
         engine.close()
 

@@ -42,6 +42,11 @@ class KVCache:
 
     def write(self, layer: int, batch: CachedBatch, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store this step's k, v (B, T, H, D) at ``batch.write_pos`` of each row's slot."""
+        if batch.same_single_position is not None and batch.slot_block is not None:
+            # decode step of rows that are all at the same position: a plain strided copy
+            self.k[layer, batch.slot_block, :, batch.same_single_position] = k[:, 0]
+            self.v[layer, batch.slot_block, :, batch.same_single_position] = v[:, 0]
+            return
         rows = batch.slots.unsqueeze(1)  # (B, 1)
         self.k[layer][rows, :, batch.write_pos] = k
         self.v[layer][rows, :, batch.write_pos] = v
@@ -69,6 +74,7 @@ class CachedBatch:
     key_len: int  # keys read: cache positions [0, key_len)
     mask: torch.Tensor | None  # (B, 1, T, key_len) True = attend; None = attend to all keys
     causal: bool  # single fresh sequence: plain causal attention
+    same_single_position: int | None = None  # one new token per row, all at this position
 
     @classmethod
     def build(cls, slots: list[int], starts: list[int], n_tokens: int, device: torch.device) -> CachedBatch:
@@ -93,4 +99,5 @@ class CachedBatch:
             key_len=key_len,
             mask=mask,
             causal=causal,
+            same_single_position=starts[0] if n_tokens == 1 and min(starts) == max(starts) else None,
         )

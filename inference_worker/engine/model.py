@@ -59,7 +59,7 @@ class FeedForward(nn.Module):
         self.fc2 = RowParallelLinear(config.ffn_hidden, config.hidden, tp)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.relu(self.fc1(x)))
+        return self.fc2(F.relu_(self.fc1(x)))
 
 
 class DecoderLayer(nn.Module):
@@ -76,7 +76,7 @@ class DecoderLayer(nn.Module):
     def forward(self, x, layer, cache, batch, mask):
         if self.pre_layer_norm:
             x = x + self.self_attn(self.self_attn_layer_norm(x), layer, cache, batch, mask)
-            return x + self.mlp(self.final_layer_norm(x))
+            return x.add_(self.mlp(self.final_layer_norm(x)))
         x = self.self_attn_layer_norm(x + self.self_attn(x, layer, cache, batch, mask))
         return self.final_layer_norm(x + self.mlp(x))
 
@@ -98,10 +98,6 @@ class OPT(nn.Module):
         self.final_layer_norm = (
             nn.LayerNorm(config.hidden, eps=config.layer_norm_eps) if config.final_layer_norm else None
         )
-
-    @property
-    def local_vocab_start(self) -> int:
-        return self.embed_tokens.start
 
     def _decode(self, tokens, positions, cache, batch, mask) -> torch.Tensor:
         x = self.embed_tokens(tokens)  # (B, T, word_embed_dim)

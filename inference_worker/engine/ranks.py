@@ -13,12 +13,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:
-    from .requests import Request
 
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding inference_worker/
@@ -79,8 +76,9 @@ class Followers:
             process.stdin.write(line)
             process.stdin.flush()
 
-    def run(self, requests: list[Request]) -> None:
-        self._send({"op": "run", "requests": [r.to_json() for r in requests]})
+    def begin_run(self) -> None:
+        """Followers enter the generation loop; rank 0 feeds them requests step by step."""
+        self._send({"op": "run"})
 
     def close(self, timeout: float = 30) -> None:
         for process in self.processes:

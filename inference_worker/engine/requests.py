@@ -98,7 +98,7 @@ class Completion:
     token_ids: list[int]
     text: str
     finish_reason: FinishReason
-    cumulative_logprob: float
+    cumulative_logprob: float | None  # computed when logprobs or best_of > n are asked for
     logprobs: list[float | None] | None = None
     top_logprobs: list[list[TopLogprob]] | None = None
 

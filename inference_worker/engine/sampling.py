@@ -28,6 +28,19 @@ class SamplingState:
     output_ids: list[int] = field(default_factory=list)
     eos_id: int = 2
 
+    @property
+    def needs_logprobs(self) -> bool:
+        return self.params.logprobs is not None or self.params.n_sequences > self.params.n
+
+    @property
+    def needs_logits_processing(self) -> bool:
+        p = self.params
+        return (
+            p.repetition_penalty != 1.0
+            or bool(p.presence_penalty or p.frequency_penalty)
+            or len(self.output_ids) < p.min_tokens
+        )
+
     @classmethod
     def create(cls, params: SamplingParams, seed: int, prompt_ids: list[int], eos_id: int) -> SamplingState:
         generator = None
@@ -113,8 +126,12 @@ class Sampler:
         return logits
 
     def sample(self, logits: torch.Tensor, states: list[SamplingState]) -> list[Sampled]:
-        """Next token for each row of ``logits`` (B, V_r)."""
+        """Next token for each row of ``logits`` (B, V_r); logprobs only for rows that need them
+        (``logprobs`` asked for, or ``best_of`` ranking), otherwise NaN."""
         raw = self._mask_padding(logits.float())
+        if all(s.params.greedy and not s.needs_logits_processing for s in states):
+            tokens = self._global_argmax(raw)  # plain greedy: nothing else to compute
+            return self._with_logprobs(raw, tokens, states)
         scores = raw.clone()
         for b, state in enumerate(states):
             self._apply_penalties(scores[b], state)
@@ -129,10 +146,13 @@ class Sampler:
         for b, state in enumerate(states):
             if not state.params.greedy:
                 scores[b] += self._gumbel(state.generator, raw.device, full=needs_full)
-        if needs_full:
-            tokens = scores.argmax(dim=-1)
-        else:
-            tokens = self._global_argmax(scores)
+        tokens = scores.argmax(dim=-1) if needs_full else self._global_argmax(scores)
+        return self._with_logprobs(raw, tokens, states)
+
+    def _with_logprobs(self, raw: torch.Tensor, tokens: torch.Tensor, states: list[SamplingState]) -> list[Sampled]:
+        ids = tokens.tolist()
+        if not any(s.needs_logprobs for s in states):
+            return [Sampled(token, float("nan"), None) for token in ids]
         top_k = max((s.params.logprobs or 0) for s in states)
         chosen, top = self.token_logprobs(raw, tokens, top_k)
         out = []
@@ -141,7 +161,7 @@ class Sampler:
             if state.params.logprobs:
                 k = state.params.logprobs
                 alternatives = [TopLogprob(int(i), float(v)) for v, i in zip(top[0][b, :k], top[1][b, :k])]
-            out.append(Sampled(int(tokens[b]), float(chosen[b]), alternatives))
+            out.append(Sampled(ids[b], float(chosen[b]), alternatives))
         return out
 
     def _apply_penalties(self, row: torch.Tensor, state: SamplingState) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from .requests import FinishReason, Request, TopLogprob
+from .requests import FinishReason, Request, TokenCallback, TopLogprob
 from .sampling import SamplingState
 
 
@@ -31,6 +31,7 @@ class Sequence:
     text: str = ""
     streamed: int = 0  # characters of text already streamed
     finish_reason: FinishReason | None = None
+    on_token: TokenCallback | None = None  # rank 0 only
 
     @property
     def prompt_ids(self) -> list[int]:
@@ -101,13 +102,25 @@ class Scheduler:
                 budget -= stop - sequence.cached
         return StepPlan(prefill, decode)
 
-    def retire_finished(self) -> list[Sequence]:
+    def retire_finished(self) -> list[tuple[Sequence, int, int]]:
+        """Free the slots of finished sequences, then keep the running ones in the lowest slots
+        (so a batch reads the cache as one view). Returns the moves ``(sequence, from, to)``;
+        the caller copies their cache rows and must do so in order."""
         done = [s for s in self.running if s.finished]
         for sequence in done:
             self.running.remove(sequence)
             self.free_slots.append(sequence.slot)
+        moves = []
+        self.free_slots.sort()
+        for sequence in sorted(self.running, key=lambda s: -s.slot):
+            if not self.free_slots or self.free_slots[0] > sequence.slot:
+                break
+            target = self.free_slots.pop(0)
+            moves.append((sequence, sequence.slot, target))
+            self.free_slots.append(sequence.slot)
             self.free_slots.sort()
-        return done
+            sequence.slot = target
+        return moves
 
     def cancel_waiting(self, request: Request) -> list[Sequence]:
         cancelled = [s for s in self.waiting if s.request is request]

@@ -93,6 +93,17 @@ def join_torchrun(device: torch.device) -> TensorParallel:
     return TensorParallel(dist.get_rank(), dist.get_world_size(), dist.distributed_c10d._get_default_group())
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ weight.T + bias``. A single row on CPU goes through ``torch.mv``: for batch-1
+    decode in bfloat16 its kernel reads weights 1.5x faster than ``F.linear``'s."""
+    if x.device.type == "cpu" and x.numel() == x.shape[-1]:
+        y = torch.mv(weight, x.reshape(-1))
+        if bias is not None:
+            y += bias
+        return y.view(*x.shape[:-1], weight.shape[0])
+    return F.linear(x, weight, bias)
+
+
 class ColumnParallelLinear(nn.Module):
     """``y_r = x @ W_r.T + b_r``; W split on out_features, so each rank holds a slice of y.
 
@@ -107,7 +118,7 @@ class ColumnParallelLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features // tp.world)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias)
 
 
 class RowParallelLinear(nn.Module):
@@ -125,7 +136,9 @@ class RowParallelLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.tp.all_reduce(F.linear(x, self.weight))
+        if self.tp.world == 1:
+            return linear(x, self.weight, self.bias)
+        y = self.tp.all_reduce(linear(x, self.weight))
         return y + self.bias if self.bias is not None else y
 
 
@@ -160,4 +173,4 @@ class VocabParallelEmbedding(nn.Module):
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Rank r's slice of the LM head output, ids ``start_r .. start_r + rows_per_rank``."""
-        return F.linear(h, self.weight)
+        return linear(h, self.weight)

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-transformers = pytest.importorskip("transformers")
+import transformers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VOCAB = 1000
@@ -162,8 +161,11 @@ def save_metaseq(model, path: Path, n_parts: int, cfg_style: str = "dict", singl
     return path
 
 
-def save_fsdp_shards(part_state: dict[str, torch.Tensor], path: Path, part: int, n_shards: int, cfg) -> None:
-    """One model part as FSDP flat shards: one flat parameter per layer plus one for the rest."""
+def save_fsdp_shards(
+    part_state: dict[str, torch.Tensor], path: Path, part: int, n_shards: int, cfg, wrapped_keys: bool = False
+) -> None:
+    """One model part as FSDP flat shards: one flat parameter per layer plus one for the rest.
+    ``wrapped_keys`` keeps FSDP's wrapper module names in the flat parameter keys."""
     modules: dict[str, list[str]] = {}
     for name in part_state:
         if name == "decoder.version":
@@ -183,7 +185,7 @@ def save_fsdp_shards(part_state: dict[str, torch.Tensor], path: Path, part: int,
         for s in range(n_shards):
             c = chunks[s] if s < len(chunks) else flat.new_zeros(0)
             padding = size - c.numel()
-            key = f"{prefix}flat_param_0"
+            key = f"{prefix}_fsdp_wrapped_module.flat_param_0" if wrapped_keys and prefix else f"{prefix}flat_param_0"
             shard_states[s][key] = torch.cat([c, c.new_zeros(padding)]).clone()
             metadata[s].append(
                 {

@@ -64,3 +64,9 @@ def test_convert_then_generate_from_the_converted_directory(hf_models, metaseq_d
 def test_generate_rejects_bad_arguments(hf_dirs, args, message):
     result = run_cli("-m", "inference_worker", "generate", "--checkpoint", str(hf_dirs["pre_ln"]), *args)
     assert result.returncode == 2 and message in result.stderr
+
+
+def test_generate_explains_an_unusable_checkpoint(tmp_path):
+    result = run_cli("-m", "inference_worker", "generate", "--checkpoint", str(tmp_path), "--prompt-ids", "2,5")
+    assert result.returncode == 2
+    assert "is not an OPT checkpoint directory" in result.stderr and "Traceback" not in result.stderr

@@ -117,7 +117,7 @@ def test_logprobs_and_echo_match_transformers(engine, hf_models):
 
 def test_best_of_returns_the_most_likely_samples(engine):
     params = dict(max_tokens=6, temperature=1.0, seed=11, ignore_eos=True)
-    all_five = complete(engine, PROMPTS[0], n=5, **params).completions
+    all_five = complete(engine, PROMPTS[0], n=5, logprobs=0, **params).completions
     best_two = complete(engine, PROMPTS[0], n=2, best_of=5, **params).completions
     ranked = sorted(all_five, key=lambda c: -c.cumulative_logprob)[:2]
     assert [c.token_ids for c in best_two] == [c.token_ids for c in ranked]
@@ -181,3 +181,28 @@ def test_prompt_truncation_policy(engine):
 def test_text_round_trips_through_the_tokenizer(engine):
     ids = engine.encode("Hello world!")
     assert ids[0] == 2 and engine.decode(ids) == "Hello world!"
+
+
+def test_serving_engine_admits_requests_while_others_run(hf_dirs, engine):
+    """A request submitted mid-generation joins the running batch at a token boundary."""
+    serving = Engine.from_pretrained(hf_dirs["pre_ln"], max_batch=4)
+    serving.serve(max_len=64)
+    events = []
+    params = SamplingParams(max_tokens=24, ignore_eos=True)
+    late_future = []
+
+    def on_first(event):
+        events.append(("first", event.token_id))
+        if len(events) == 3:  # the first request is running: submit another
+            late_future.append(serving.submit(Request(PROMPTS[1], params, "late"), on_token=lambda e: events.append(("late", e.token_id))))
+
+    first = serving.submit(Request(PROMPTS[0], params, "first"), on_token=on_first)
+    first_output = first.result(timeout=60)
+    late_output = late_future[0].result(timeout=60)
+    serving.close()
+    solo = engine.generate([PROMPTS[0], PROMPTS[1]], max_new_tokens=24)
+    assert [first_output.completions[0].token_ids, late_output.completions[0].token_ids] == solo
+    order = [name for name, _ in events]
+    assert order.index("late") < len(order) - 1 - order[::-1].index("first")  # interleaved
+    with pytest.raises(RuntimeError, match="serve"):
+        serving.submit(Request(PROMPTS[0], params))

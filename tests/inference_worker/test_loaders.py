@@ -134,9 +134,9 @@ def test_fsdp_shards_consolidate_exactly(hf_models, tmp_path):
     assert_same_logits(tmp_path, hf_models["350m_style"])
 
 
-def test_fsdp_shards_of_odd_sizes_reshard_to_tp4(hf_models, hf_dirs, tmp_path):
+def test_fsdp_shards_with_wrapper_names_and_odd_sizes_reshard_to_tp4(hf_models, hf_dirs, tmp_path):
     cfg = {"model": metaseq_args(hf_models["pre_ln"].config)}
-    save_fsdp_shards(metaseq_parts(hf_models["pre_ln"], 1)[0], tmp_path, part=0, n_shards=7, cfg=cfg)
+    save_fsdp_shards(metaseq_parts(hf_models["pre_ln"], 1)[0], tmp_path, part=0, n_shards=7, cfg=cfg, wrapped_keys=True)
     assert_same_rank_states(tmp_path, hf_dirs["pre_ln"], world=4)
 
 

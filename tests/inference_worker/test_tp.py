@@ -87,3 +87,12 @@ def test_tp4_engine_from_two_metaseq_parts(hf_models, metaseq_dirs):
         result = engine.generate(PROMPTS, max_new_tokens=10)
     assert result == [hf_greedy(hf_models["350m_style"], p, 10) for p in PROMPTS]
     assert [p.wait(timeout=30) for p in followers] == [0, 0, 0]
+
+
+def test_tp2_serving_engine(hf_models, hf_dirs):
+    engine = Engine.from_pretrained(hf_dirs["350m_style"], tp=2, num_threads=1)
+    engine.serve(max_len=64)
+    futures = [engine.submit(Request(p, SamplingParams(max_tokens=8))) for p in PROMPTS]
+    results = [f.result(timeout=120).completions[0].token_ids for f in futures]
+    engine.close()
+    assert results == [hf_greedy(hf_models["350m_style"], p, 8) for p in PROMPTS]

@@ -62,25 +62,26 @@ class FSDPPartReader:
 
     def __init__(self, files: list[Path]):
         self.shards = [TorchFileReader(f, state_key="model") for f in files]
+        # flat parameters by wrapper-free name (some files keep FSDP wrapper names in keys)
+        self.flat = [{clean_name(k): v for k, v in shard.state.items()} for shard in self.shards]
         self.checkpoint = self.shards[0].checkpoint
         self.slots: dict[str, FlatSlot] = {}
         self.chunks: dict[str, list[tuple[int, int]]] = {}  # flat key -> (shard, unpadded length)
         for module in self.checkpoint["shard_metadata"]["param_metadata"]:
             prefix = f"{module['fsdp_path']}." if module["fsdp_path"] else ""
             for flat_name, meta in module["params"].items():
-                flat_key = prefix + flat_name
+                flat_key = clean_name(prefix + flat_name)
                 offset = 0
                 for name, shape in zip(meta["names"], meta["shapes"]):
                     slot = FlatSlot(flat_key, offset, tuple(shape))
                     self.slots[clean_name(prefix + name)] = slot
                     offset += slot.numel
                 self.chunks[flat_key] = [
-                    (s, shard.state[flat_key].numel() - self._padding(shard, module["fsdp_path"], flat_name))
+                    (s, self.flat[s][flat_key].numel() - self._padding(shard, module["fsdp_path"], flat_name))
                     for s, shard in enumerate(self.shards)
                 ]
-        flat_keys = set(self.chunks)
         self.plain_keys = {  # tensors stored outside flat parameters (e.g. decoder.version)
-            clean_name(k): k for k in self.shards[0].keys() if k not in flat_keys
+            clean_name(k): k for k in self.shards[0].keys() if clean_name(k) not in self.chunks
         }
 
     @staticmethod
@@ -110,7 +111,7 @@ class FSDPPartReader:
         for shard, length in self.chunks[flat_key]:
             lo, hi = max(offset, chunk_start), min(offset + numel, chunk_start + length)
             if lo < hi:
-                pieces.append(self.shards[shard].state[flat_key][lo - chunk_start : hi - chunk_start])
+                pieces.append(self.flat[shard][flat_key][lo - chunk_start : hi - chunk_start])
             chunk_start += length
         return torch.cat(pieces)
 
