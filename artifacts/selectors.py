@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db import connection
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
-from access.models import Grant, LicenceAcceptance, LicenceVersion
 from access.selectors import grant_active_for  # noqa: F401  (re-exported for the release pages)
 from artifacts.models import ArtifactFile, DownloadEvent, Release, Variant
 
@@ -41,45 +42,88 @@ def downloads_counted_since(*, user_id: int, file_ids: list[int]) -> dict[int, i
     return {row["file_id"]: row["count"] for row in rows}
 
 
-# For /dl/: everything a link check needs in two queries (it is the hottest path of the portal).
+# For /dl/: the hottest path of the portal. One hand-written query (the same text every time)
+# costs about a tenth of what building and compiling the equivalent annotated ORM queries does.
 
-def grant_for_download(*, grant_id: int, user_id: int) -> Grant | None:
-    """The grant, its release, and whether its holder has accepted the latest licence version.
+@dataclass(frozen=True)
+class DownloadCheck:
+    """What a link check needs to know about the grant and the file, read in one query."""
 
-    Annotates ``latest_licence_number`` (None when the licence has no published version) and
-    ``latest_licence_accepted``: the same rule as ``access.selectors.licence_acceptance_required``.
-    """
-    latest = LicenceVersion.objects.filter(licence_id=OuterRef("release__licence_id"), published_at__isnull=False)
-    return (
-        Grant.objects.select_related("release")
-        .annotate(latest_licence_number=Subquery(latest.order_by("-number").values("number")[:1]))
-        .annotate(latest_licence_accepted=Exists(LicenceAcceptance.objects.filter(
-            user_id=OuterRef("user_id"),
-            licence_version__licence_id=OuterRef("release__licence_id"),
-            licence_version__number=OuterRef("latest_licence_number"),
-        )))
-        .filter(pk=grant_id, user_id=user_id)
-        .first()
-    )
+    grant_id: int
+    grant_generation: int
+    grant_revoked_at: datetime.datetime | None
+    grant_expires_at: datetime.datetime
+    release_slug: str
+    latest_licence_number: int | None
+    latest_licence_accepted: bool
+    file_id: int | None
+    file_path: str
+    file_size: int | None
+    file_storage_key: str
+    file_integrity: str
+    file_release_id: int | None
+    grant_release_id: int
+    variant_location: str
+    link_counted: bool
+    counted_links: int
+    oldest_counted_at: datetime.datetime | None
 
 
-def file_for_download(*, file_id: int, user_id: int, link_id: str) -> ArtifactFile | None:
-    """The file with its variant and the user's counted downloads of it in the limit window.
+DOWNLOAD_CHECK_SQL = """
+SELECT g.id, g.generation, g.revoked_at, g.expires_at, r.slug,
+       (SELECT MAX(lv.number) FROM access_licenceversion lv
+         WHERE lv.licence_id = r.licence_id AND lv.published_at IS NOT NULL),
+       EXISTS (SELECT 1 FROM access_licenceacceptance a
+                 JOIN access_licenceversion alv ON alv.id = a.licence_version_id
+                WHERE a.user_id = g.user_id AND alv.licence_id = r.licence_id AND alv.number =
+                      (SELECT MAX(lv.number) FROM access_licenceversion lv
+                        WHERE lv.licence_id = r.licence_id AND lv.published_at IS NOT NULL)),
+       f.id, f.path, f.size, f.storage_key, f.integrity, v.release_id, g.release_id, v.location,
+       EXISTS (SELECT 1 FROM artifacts_downloadevent e
+                WHERE e.user_id = g.user_id AND e.file_id = f.id AND e.counts_as_download = %(yes)s
+                  AND e.at >= %(since)s AND e.link_id = %(link)s),
+       (SELECT COUNT(DISTINCT e.link_id) FROM artifacts_downloadevent e
+         WHERE e.user_id = g.user_id AND e.file_id = f.id AND e.counts_as_download = %(yes)s AND e.at >= %(since)s),
+       (SELECT MIN(e.at) FROM artifacts_downloadevent e
+         WHERE e.user_id = g.user_id AND e.file_id = f.id AND e.counts_as_download = %(yes)s AND e.at >= %(since)s)
+  FROM access_grant g
+  JOIN artifacts_release r ON r.id = g.release_id
+  LEFT JOIN artifacts_artifactfile f ON f.id = %(file)s
+  LEFT JOIN artifacts_variant v ON v.id = f.variant_id
+ WHERE g.id = %(grant)s AND g.user_id = %(user)s
+"""
 
-    Annotates ``link_counted`` (this link already counted), ``counted_links`` (distinct links
-    counted) and ``oldest_counted_at`` (when the window's first counted download happened).
+
+def download_check(*, grant_id: int, user_id: int, file_id: int, link_id: str) -> DownloadCheck | None:
+    """The grant (None unless it is this user's), its licence state, the file, and the user's
+    counted downloads of the file in the limit window.
+
+    The licence rule is ``access.selectors.licence_acceptance_required``'s: the highest published
+    version of the release's licence must have been accepted.
     """
     since = timezone.now() - datetime.timedelta(seconds=settings.DOWNLOAD_LIMIT_WINDOW_SECONDS)
-    counted = DownloadEvent.objects.filter(user_id=user_id, file_id=OuterRef("pk"), counts_as_download=True,
-                                           at__gte=since)
-    return (
-        ArtifactFile.objects.select_related("variant")
-        .annotate(
-            link_counted=Exists(counted.filter(link_id=link_id)),
-            counted_links=Subquery(counted.order_by().values("file_id")
-                                   .annotate(n=Count("link_id", distinct=True)).values("n")[:1]),
-            oldest_counted_at=Subquery(counted.order_by("at").values("at")[:1]),
-        )
-        .filter(pk=file_id)
-        .first()
+    params = {"grant": grant_id, "user": user_id, "file": file_id, "link": link_id, "since": since, "yes": True}
+    with connection.cursor() as cursor:
+        cursor.execute(DOWNLOAD_CHECK_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    (grant_id, generation, revoked_at, expires_at, slug, latest_number, accepted, file_id, path, size, key,
+     integrity, file_release_id, grant_release_id, location, link_counted, counted, oldest) = row
+    return DownloadCheck(
+        grant_id=grant_id, grant_generation=generation, grant_revoked_at=_aware(revoked_at),
+        grant_expires_at=_aware(expires_at), release_slug=slug, latest_licence_number=latest_number,
+        latest_licence_accepted=bool(accepted), file_id=file_id, file_path=path or "", file_size=size,
+        file_storage_key=key or "", file_integrity=integrity or "", file_release_id=file_release_id,
+        grant_release_id=grant_release_id, variant_location=location or "", link_counted=bool(link_counted),
+        counted_links=counted or 0, oldest_counted_at=_aware(oldest),
     )
+
+
+def _aware(value):
+    """SQLite hands back naive UTC datetimes (or strings) from raw queries; PostgreSQL aware ones."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value)
+    return timezone.make_aware(value, datetime.timezone.utc) if timezone.is_naive(value) else value

@@ -15,7 +15,7 @@ from access.models import User
 from artifacts.links import LinkExpired, LinkInvalid, link_token_read, link_tokens_make
 from artifacts.models import ArtifactFile, DownloadEvent, Release, Variant
 from access.selectors import grant_active_for, licence_acceptance_required
-from artifacts.selectors import downloads_counted_since, file_for_download, grant_for_download
+from artifacts.selectors import DownloadCheck, download_check, downloads_counted_since
 from artifacts.storage import Storage, StorageError, storage_for
 
 logger = logging.getLogger(__name__)
@@ -136,42 +136,44 @@ def download_authorize(*, token: str, range_header: str, ip: str | None, user_ag
         return _refuse(event, 403, O.INVALID,
                        "This download link is not valid: it was altered or cut short (e-mail link protection "
                        "does this). Copy links from My access or use the download clients.")
-    grant = grant_for_download(grant_id=claims.grant_id, user_id=claims.user_id)
-    file = file_for_download(file_id=claims.file_id, user_id=claims.user_id, link_id=claims.link_id)
-    if grant is None or file is None or file.variant.release_id != grant.release_id:
+    check = download_check(grant_id=claims.grant_id, user_id=claims.user_id, file_id=claims.file_id,
+                           link_id=claims.link_id)
+    if check is None or check.file_id is None or check.file_release_id != check.grant_release_id:
         return _refuse(event, 403, O.INVALID, "This download link does not match any file you have access to.")
-    event.user_id, event.grant, event.file, event.link_id = claims.user_id, grant, file, claims.link_id
-    if grant.revoked_at is not None:
+    event.user_id, event.grant_id, event.file_id, event.link_id = (
+        claims.user_id, check.grant_id, check.file_id, claims.link_id)
+    if check.grant_revoked_at is not None:
         return _refuse(event, 403, O.REVOKED,
                        "Your access to this release was revoked, so its links no longer work. "
                        "My access shows the reason.")
-    if not grant.is_active():
+    if check.grant_expires_at <= timezone.now():
         return _refuse(event, 403, O.REVOKED, "Your access to this release has expired. Renew it from My access.")
-    if claims.generation != grant.generation:
+    if claims.generation != check.grant_generation:
         return _refuse(event, 410, O.EXPIRED,
                        "This link was issued before your access was renewed. Get fresh links from My access.")
-    if grant.latest_licence_number is not None and not grant.latest_licence_accepted:
-        page = settings.SITE_URL + reverse("access:licence_accept", args=[grant.release.slug])
+    if check.latest_licence_number is not None and not check.latest_licence_accepted:
+        page = settings.SITE_URL + reverse("access:licence_accept", args=[check.release_slug])
         return _refuse(event, 403, O.LICENCE_REQUIRED,
-                       f"Accept version {grant.latest_licence_number} of the licence before downloading: {page}")
-    if not file.is_downloadable:
+                       f"Accept version {check.latest_licence_number} of the licence before downloading: {page}")
+    if check.file_integrity != ArtifactFile.Integrity.OK:
+        label = ArtifactFile.Integrity(check.file_integrity).label
         return _refuse(event, 409, O.WITHHELD,
-                       f"{file.path} is withheld: {file.get_integrity_display()}. It will be available again "
+                       f"{check.file_path} is withheld: {label}. It will be available again "
                        "once staff have repaired it; the release page shows the notice.")
     try:
-        byte_range = parse_range(range_header, file.size or 0)
+        byte_range = parse_range(range_header, check.file_size or 0)
     except ValueError:
         return _refuse(event, 416, O.INVALID, "The requested byte range is outside the file.",
-                       extra={"size": file.size})
-    limit_refusal = _apply_limit(event, file, byte_range)
+                       extra={"size": check.file_size})
+    limit_refusal = _apply_limit(event, check, byte_range)
     if limit_refusal:
         return limit_refusal
     try:
-        storage, _ = storage_for(file.variant.location)
-        url = storage.presigned_url(file.storage_key, expires_in=settings.DOWNLOAD_PRESIGN_SECONDS,
-                                    download_name=file.path.rsplit("/", 1)[-1])
+        storage, _ = storage_for(check.variant_location)
+        url = storage.presigned_url(check.file_storage_key, expires_in=settings.DOWNLOAD_PRESIGN_SECONDS,
+                                    download_name=check.file_path.rsplit("/", 1)[-1])
     except StorageError:
-        logger.exception("Storage failed for %s", file)
+        logger.exception("Storage failed for %s", check.file_path)
         event.counts_as_download = False
         return _refuse(event, 503, O.STORAGE_ERROR,
                        "The storage service is not answering. Your download was not counted; try again shortly.",
@@ -179,19 +181,20 @@ def download_authorize(*, token: str, range_header: str, ip: str | None, user_ag
     event.outcome = O.REDIRECTED if url else O.STREAMED
     event.save()
     if url:
-        return Decision(status=302, redirect_url=url, file=file)
-    return Decision(status=206 if byte_range else 200, file=file, storage=storage, byte_range=byte_range)
+        return Decision(status=302, redirect_url=url)
+    return Decision(status=206 if byte_range else 200, file=ArtifactFile.objects.get(pk=check.file_id),
+                    storage=storage, byte_range=byte_range)
 
 
-def _apply_limit(event: DownloadEvent, file: ArtifactFile, byte_range) -> Decision | None:
+def _apply_limit(event: DownloadEvent, check: DownloadCheck, byte_range) -> Decision | None:
     """Count a new download (not a resume, not a retry of a counted link) against the limit."""
     if byte_range is not None and byte_range[0] > 0:
         return None  # resuming a download already under way
-    if file.link_counted:
+    if check.link_counted:
         return None  # a retry of a link already counted
-    if (file.counted_links or 0) >= settings.DOWNLOAD_LIMIT_PER_FILE:
+    if check.counted_links >= settings.DOWNLOAD_LIMIT_PER_FILE:
         window_start = timezone.now() - datetime.timedelta(seconds=settings.DOWNLOAD_LIMIT_WINDOW_SECONDS)
-        retry_after = max(int((file.oldest_counted_at - window_start).total_seconds()) + 1, 1)
+        retry_after = max(int((check.oldest_counted_at - window_start).total_seconds()) + 1, 1)
         return _refuse(
             event, 429, DownloadEvent.Outcome.OVER_LIMIT,
             f"You have downloaded this file {settings.DOWNLOAD_LIMIT_PER_FILE} times in the last "

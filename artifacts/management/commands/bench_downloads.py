@@ -121,7 +121,9 @@ class Command(BaseCommand):
         env.setdefault("S3_ACCESS_KEY_ID", settings.S3_ACCESS_KEY_ID or "bench-access-key")
         env.setdefault("S3_SECRET_ACCESS_KEY", settings.S3_SECRET_ACCESS_KEY or "bench-secret-key")
         server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "portal.asgi:application", "--config", "portal/gunicorn.conf.py",
+            [str(Path(sys.executable).parent / "gunicorn"),
+             "portal.asgi:application" if "uvicorn" in options["worker_class"].lower() else "portal.wsgi:application",
+             "--config", "portal/gunicorn.conf.py",
              "--bind", f"127.0.0.1:{port}", "--workers", str(options["workers"]), "--worker-class", options["worker_class"],
              "--access-logfile", "/dev/null"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
