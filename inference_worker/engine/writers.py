@@ -128,34 +128,42 @@ def save_metaseq(state: dict[str, torch.Tensor], config: OPTConfig, path: Path, 
 
 def save_fsdp_shards(state: dict[str, torch.Tensor], config: OPTConfig, path: Path, n_parts: int,
                      n_shards: int) -> None:
-    """``checkpoint_last-model_part-{m}-shard{s}.pt``: each layer's (and the rest's) parameters
-    flattened into one vector, split across shards with end padding, plus ``shard_metadata``."""
-    path.mkdir(parents=True, exist_ok=True)
+    """The model as raw FSDP shards ``checkpoint_last-model_part-{m}-shard{s}.pt``."""
     cfg = {"model": metaseq_args(config)}
     for part, part_state in enumerate(metaseq_parts(state, n_parts)):
-        modules: dict[str, list[str]] = {}
-        for name in part_state:
-            if name != "decoder.version":
-                fsdp_path = ".".join(name.split(".")[:3]) if name.startswith("decoder.layers.") else ""
-                modules.setdefault(fsdp_path, []).append(name)
-        shards = [{"decoder.version": part_state["decoder.version"]} for _ in range(n_shards)]
-        metadata: list[list[dict]] = [[] for _ in range(n_shards)]
-        for fsdp_path, names in modules.items():
-            prefix = f"{fsdp_path}." if fsdp_path else ""
-            flat = torch.cat([part_state[n].reshape(-1) for n in names])
-            chunks = list(flat.chunk(n_shards))
-            size = chunks[0].numel()
-            for s in range(n_shards):
-                chunk = chunks[s] if s < len(chunks) else flat.new_zeros(0)
-                padding = size - chunk.numel()
-                shards[s][f"{prefix}flat_param_0"] = torch.cat([chunk, chunk.new_zeros(padding)]).clone()
-                metadata[s].append({"fsdp_path": fsdp_path, "params": {"flat_param_0": {
-                    "names": ["_fpw_module." + n[len(prefix):] for n in names],
-                    "shapes": [tuple(part_state[n].shape) for n in names],
-                    "numels": [part_state[n].numel() for n in names],
-                    "padding": padding,
-                }}})
+        save_fsdp_part(part_state, path, part=part, n_shards=n_shards, cfg=cfg)
+
+
+def save_fsdp_part(part_state: dict[str, torch.Tensor], path: Path, part: int, n_shards: int, cfg,
+                   wrapped_keys: bool = False) -> None:
+    """One model part as FSDP flat shards: each layer's (and the rest's) parameters flattened into
+    one vector, split across shards with end padding, plus ``shard_metadata``.
+    ``wrapped_keys`` keeps FSDP's wrapper module names in the flat parameter keys."""
+    path.mkdir(parents=True, exist_ok=True)
+    modules: dict[str, list[str]] = {}
+    for name in part_state:
+        if name != "decoder.version":
+            fsdp_path = ".".join(name.split(".")[:3]) if name.startswith("decoder.layers.") else ""
+            modules.setdefault(fsdp_path, []).append(name)
+    shards = [{"decoder.version": part_state["decoder.version"]} for _ in range(n_shards)]
+    metadata: list[list[dict]] = [[] for _ in range(n_shards)]
+    for fsdp_path, names in modules.items():
+        prefix = f"{fsdp_path}." if fsdp_path else ""
+        flat = torch.cat([part_state[n].reshape(-1) for n in names])
+        chunks = list(flat.chunk(n_shards))
+        size = chunks[0].numel()
         for s in range(n_shards):
-            torch.save({"model": shards[s], "cfg": cfg,
-                        "shard_metadata": {"param_metadata": metadata[s], "buffer_names": []}},
-                       path / f"checkpoint_last-model_part-{part}-shard{s}.pt")
+            chunk = chunks[s] if s < len(chunks) else flat.new_zeros(0)
+            padding = size - chunk.numel()
+            key = f"{prefix}_fsdp_wrapped_module.flat_param_0" if wrapped_keys and prefix else f"{prefix}flat_param_0"
+            shards[s][key] = torch.cat([chunk, chunk.new_zeros(padding)]).clone()
+            metadata[s].append({"fsdp_path": fsdp_path, "params": {"flat_param_0": {
+                "names": ["_fpw_module." + n[len(prefix):] for n in names],
+                "shapes": [tuple(part_state[n].shape) for n in names],
+                "numels": [part_state[n].numel() for n in names],
+                "padding": padding,
+            }}})
+    for s in range(n_shards):
+        torch.save({"model": shards[s], "cfg": cfg,
+                    "shard_metadata": {"param_metadata": metadata[s], "buffer_names": []}},
+                   path / f"checkpoint_last-model_part-{part}-shard{s}.pt")

@@ -16,6 +16,9 @@ import pytest
 import torch
 import transformers
 
+from inference_worker.engine import writers
+from inference_worker.engine.config import OPTConfig
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VOCAB = 1000
 CORPUS = [
@@ -62,14 +65,7 @@ def random_hf_model(config, seed: int = 0) -> transformers.OPTForCausalLM:
 
 
 def write_tokenizer(path: Path, metaseq_names: bool = False) -> None:
-    from tokenizers import ByteLevelBPETokenizer
-
-    tokenizer = ByteLevelBPETokenizer()
-    tokenizer.train_from_iterator(CORPUS, vocab_size=400, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
-    tokenizer.save_model(str(path))
-    if metaseq_names:
-        (path / "vocab.json").rename(path / "gpt2-vocab.json")
-        (path / "merges.txt").rename(path / "gpt2-merges.txt")
+    writers.train_tokenizer(path, CORPUS, vocab_size=400, metaseq_names=metaseq_names)
 
 
 def save_hf(model, path: Path, fmt: str = "safetensors", shards: int = 1) -> Path:
@@ -96,57 +92,19 @@ def save_hf(model, path: Path, fmt: str = "safetensors", shards: int = 1) -> Pat
     return path
 
 
+def canonical_state(model) -> dict[str, torch.Tensor]:
+    """A transformers model's weights by the engine's canonical names (tied LM head dropped)."""
+    return {k.removeprefix("model."): v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+
+
 def metaseq_parts(model, n_parts: int) -> list[dict[str, torch.Tensor]]:
     """The model's weights as metaseq model-parallel part state dicts (fused qkv in k, v, q order)."""
-    state = {k.removeprefix("model."): v for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    config = model.config
-    parts: list[dict[str, torch.Tensor]] = [{} for _ in range(n_parts)]
-
-    def chunk(t: torch.Tensor, dim: int) -> tuple[torch.Tensor, ...]:
-        return t.chunk(n_parts, dim=dim)
-
-    for name, t in state.items():
-        if ".q_proj." in name or ".v_proj." in name:
-            continue
-        if ".k_proj." in name:
-            k = chunk(t, 0)
-            q = chunk(state[name.replace("k_proj", "q_proj")], 0)
-            v = chunk(state[name.replace("k_proj", "v_proj")], 0)
-            for p in range(n_parts):
-                parts[p][name.replace("k_proj", "qkv_proj")] = torch.cat([k[p], v[p], q[p]]).clone()
-            continue
-        meta_name = (
-            name.replace("decoder.final_layer_norm.", "decoder.layer_norm.")
-            .replace("decoder.project_in.", "decoder.project_in_dim.")
-            .replace("decoder.project_out.", "decoder.project_out_dim.")
-        )
-        if name.endswith(("embed_tokens.weight", "fc1.weight", "fc1.bias")):
-            pieces = chunk(t, 0)
-        elif name.endswith(("out_proj.weight", "fc2.weight")):
-            pieces = chunk(t, 1)
-        else:
-            pieces = (t,) * n_parts
-        for p in range(n_parts):
-            parts[p][meta_name] = pieces[p].clone()
-    for p in range(n_parts):
-        parts[p]["decoder.version"] = torch.tensor([3.0])
-        parts[p]["decoder.output_projection.weight"] = parts[p]["decoder.embed_tokens.weight"].clone()
-    assert config.num_attention_heads % n_parts == 0
-    return parts
+    assert model.config.num_attention_heads % n_parts == 0
+    return writers.metaseq_parts(canonical_state(model), n_parts)
 
 
 def metaseq_args(config) -> dict:
-    return {
-        "decoder_layers": config.num_hidden_layers,
-        "decoder_embed_dim": config.hidden_size,
-        "decoder_ffn_embed_dim": config.ffn_dim,
-        "decoder_attention_heads": config.num_attention_heads,
-        "decoder_normalize_before": config.do_layer_norm_before,
-        "max_target_positions": config.max_position_embeddings,
-        "decoder_input_dim": config.word_embed_proj_dim,
-        "decoder_output_dim": config.word_embed_proj_dim,
-        "arch": "transformer_lm_megatron",
-    }
+    return writers.metaseq_args(OPTConfig.from_hf_dict(config.to_dict()))
 
 
 def save_metaseq(model, path: Path, n_parts: int, cfg_style: str = "dict", single_file: bool = False) -> Path:
@@ -161,50 +119,7 @@ def save_metaseq(model, path: Path, n_parts: int, cfg_style: str = "dict", singl
     return path
 
 
-def save_fsdp_shards(
-    part_state: dict[str, torch.Tensor], path: Path, part: int, n_shards: int, cfg, wrapped_keys: bool = False
-) -> None:
-    """One model part as FSDP flat shards: one flat parameter per layer plus one for the rest.
-    ``wrapped_keys`` keeps FSDP's wrapper module names in the flat parameter keys."""
-    modules: dict[str, list[str]] = {}
-    for name in part_state:
-        if name == "decoder.version":
-            continue
-        if name.startswith("decoder.layers."):
-            fsdp_path = ".".join(name.split(".")[:3])
-        else:
-            fsdp_path = ""
-        modules.setdefault(fsdp_path, []).append(name)
-    shard_states = [{"decoder.version": part_state["decoder.version"]} for _ in range(n_shards)]
-    metadata = [[] for _ in range(n_shards)]
-    for fsdp_path, names in modules.items():
-        prefix = f"{fsdp_path}." if fsdp_path else ""
-        flat = torch.cat([part_state[n].reshape(-1) for n in names])
-        chunks = list(flat.chunk(n_shards))
-        size = chunks[0].numel()
-        for s in range(n_shards):
-            c = chunks[s] if s < len(chunks) else flat.new_zeros(0)
-            padding = size - c.numel()
-            key = f"{prefix}_fsdp_wrapped_module.flat_param_0" if wrapped_keys and prefix else f"{prefix}flat_param_0"
-            shard_states[s][key] = torch.cat([c, c.new_zeros(padding)]).clone()
-            metadata[s].append(
-                {
-                    "fsdp_path": fsdp_path,
-                    "params": {
-                        "flat_param_0": {
-                            "names": ["_fpw_module." + n[len(prefix):] for n in names],
-                            "shapes": [tuple(part_state[n].shape) for n in names],
-                            "numels": [part_state[n].numel() for n in names],
-                            "padding": padding,
-                        }
-                    },
-                }
-            )
-    for s in range(n_shards):
-        torch.save(
-            {"model": shard_states[s], "cfg": cfg, "shard_metadata": {"param_metadata": metadata[s], "buffer_names": []}},
-            path / f"checkpoint_last-model_part-{part}-shard{s}.pt",
-        )
+save_fsdp_shards = writers.save_fsdp_part
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from inference_worker.engine.tokenizer import OPTTokenizer
+from inference_worker.engine.tp import free_port
 
 from .conftest import PROMPTS, hf_greedy, run_cli
 
@@ -42,7 +43,8 @@ def test_generate_tp2_from_metaseq_parts_is_seed_reproducible(hf_models, metaseq
 
 
 def test_generate_under_torchrun_prints_once(hf_models, hf_dirs):
-    runner = ("-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "inference_worker")
+    runner = ("-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
+              "-m", "inference_worker")
     out, result = generate(hf_dirs["pre_ln"], "--prompt-ids", "2,5,600", "--max-new-tokens", "7", runner=runner)
     assert out["token_ids"] == hf_greedy(hf_models["pre_ln"], [2, 5, 600], 7)
     assert result.stdout.count("token_ids") == 1
