@@ -112,4 +112,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        # The run is over and its group destroyed; skip interpreter teardown, where torch's
+        # distributed C++ objects can still abort a rank ("terminate called without an active
+        # exception") and make torchrun report a failure after a good run.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -29,7 +29,7 @@ from .requests import Completion, Request, RequestOutput, SamplingParams, TokenC
 from .sampling import Sampled, Sampler, SamplingState
 from .scheduler import PrefillChunk, Scheduler, Sequence
 from .tokenizer import OPTTokenizer, tokenizer_files
-from .tp import TensorParallel, connect, free_port, join_torchrun, launched_by_torchrun
+from .tp import TensorParallel, connect, free_port, join_torchrun, launched_by_torchrun, leave_torchrun
 
 #: rank 0's source of work: ``poll(idle)`` -> (new requests with their callbacks, closing)
 Poll = Callable[[bool], "tuple[list[tuple[Request, TokenCallback | None]], bool]"]
@@ -63,6 +63,7 @@ class Engine:
             self.tp, self.config.vocab_size, model.embed_tokens.start, model.embed_tokens.rows_per_rank
         )
         self._followers = followers
+        self._joined_torchrun = False
         self._server: threading.Thread | None = None
         self._cache: KVCache | None = None
 
@@ -95,7 +96,9 @@ class Engine:
             if world != tp:
                 raise ValueError(f"torchrun started {world} ranks but tp={tp}")
             device = _rank_device(device, int(os.environ.get("LOCAL_RANK", rank)))
-            return cls.build(path, join_torchrun(device), device, dtype, **options)
+            engine = cls.build(path, join_torchrun(device), device, dtype, **options)
+            engine._joined_torchrun = True
+            return engine
         port = free_port()
         followers = Followers.start(
             path=path, world=tp, device=device, dtype=dtype, port=port, num_threads=num_threads, **options
@@ -126,6 +129,11 @@ class Engine:
         if self._followers is not None:
             self._followers.close()
             self._followers = None
+        if self._joined_torchrun:
+            leave_torchrun(self.tp)
+            self._joined_torchrun = False
+        else:
+            self.tp.release()
 
     def __enter__(self) -> Engine:
         return self

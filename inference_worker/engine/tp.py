@@ -52,6 +52,12 @@ class TensorParallel:
             self.group.broadcast([x], options).wait()
         return x
 
+    def release(self) -> None:
+        """Drop this object's hold on its group: a group object that outlives its peers or
+        ``destroy_process_group`` can abort the process at exit."""
+        object.__setattr__(self, "group", None)
+        object.__setattr__(self, "store", None)
+
     def shard_range(self, size: int) -> tuple[int, int]:
         """[start, stop) of this rank's equal slice of a dimension of ``size``."""
         if size % self.world:
@@ -91,6 +97,16 @@ def join_torchrun(device: torch.device) -> TensorParallel:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=GROUP_TIMEOUT)
     return TensorParallel(dist.get_rank(), dist.get_world_size(), dist.distributed_c10d._get_default_group())
+
+
+def leave_torchrun(tp: TensorParallel) -> None:
+    """Leave torchrun's default group together and let it be destroyed now; a group object still
+    referenced at interpreter exit aborts the process ("terminate called without an active
+    exception")."""
+    if dist.is_initialized():
+        dist.barrier()
+        tp.release()
+        dist.destroy_process_group()
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
