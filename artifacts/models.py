@@ -131,4 +131,8 @@ class DownloadEvent(models.Model):
 
     class Meta:
         ordering = ["-at"]
-        indexes = [models.Index(fields=["user", "file", "at"])]
+        indexes = [
+            # The limit check reads only counted downloads; retries and refusals stay out of it.
+            models.Index(fields=["user", "file", "at"], condition=models.Q(counts_as_download=True),
+                         name="artifacts_counted_download"),
+        ]

@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET
 
 from access.selectors import licence_acceptance_required
 from artifacts import selectors
+from artifacts.fast_path import DECISION_KEY
 from artifacts.markdown import render_markdown
 from artifacts.services.downloads import Decision, ManifestRefused, download_authorize, manifest_issue
 from artifacts.storage import iter_chunks
@@ -64,7 +65,9 @@ def release_download(request: HttpRequest, slug: str) -> HttpResponse:
 @never_cache
 @require_GET
 def download(request: HttpRequest, token: str) -> HttpResponse:
-    decision = download_authorize(
+    """Redirect to storage, stream, or explain the refusal. Under WSGI the fast path
+    (``artifacts.fast_path``) has usually decided already and only hands over what is not a redirect."""
+    decision = request.META.get(DECISION_KEY) or download_authorize(
         token=token,
         range_header=request.headers.get("Range", ""),
         ip=client_ip(request),

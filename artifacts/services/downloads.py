@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -112,9 +113,29 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
+EVENT_INSERT_SQL = """
+INSERT INTO artifacts_downloadevent
+       (user_id, grant_id, file_id, link_id, counts_as_download, at, ip, user_agent, range_header, outcome)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+
+
+def _record(event: DownloadEvent) -> None:
+    """Store the event with one fixed statement: on /dl/ the ORM's insert machinery costs more
+    than the insert itself."""
+    event.at = timezone.now()
+    ops = connection.ops
+    with connection.cursor() as cursor:
+        cursor.execute(EVENT_INSERT_SQL, [
+            event.user_id, event.grant_id, event.file_id, event.link_id, event.counts_as_download,
+            ops.adapt_datetimefield_value(event.at), ops.adapt_ipaddressfield_value(event.ip),
+            event.user_agent, event.range_header, event.outcome,
+        ])
+
+
 def _refuse(event: DownloadEvent, status: int, code: str, message: str, **extra) -> Decision:
     event.outcome = code
-    event.save()
+    _record(event)
     return Decision(status=status, code=code, message=message, **extra)
 
 
@@ -179,7 +200,7 @@ def download_authorize(*, token: str, range_header: str, ip: str | None, user_ag
                        "The storage service is not answering. Your download was not counted; try again shortly.",
                        retry_after=30)
     event.outcome = O.REDIRECTED if url else O.STREAMED
-    event.save()
+    _record(event)
     if url:
         return Decision(status=302, redirect_url=url)
     return Decision(status=206 if byte_range else 200, file=ArtifactFile.objects.get(pk=check.file_id),

@@ -43,11 +43,14 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_the_production_topology_has_every_service(services):
-    assert set(services) >= {"postgres", "redis", "s3", "web", "worker", "beat", "gpu-worker"}
-    for name in ("postgres", "redis", "s3", "web", "worker", "gpu-worker"):
+    assert set(services) >= {"postgres", "redis", "s3", "web", "downloads", "worker", "beat", "gpu-worker"}
+    for name in ("postgres", "redis", "s3", "web", "downloads", "worker", "gpu-worker"):
         assert "healthcheck" in services[name], f"{name} has no healthcheck"
     assert services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
     assert "--queues=gpu" in services["gpu-worker"]["command"]
+    # Download redirects run on sync workers with one persistent connection each.
+    assert "--worker-class=sync" in services["downloads"]["command"]
+    assert services["downloads"]["environment"]["DATABASE_POOL"] == "0"
 
 
 def test_missing_secrets_are_refused_with_the_variable_named():

@@ -118,7 +118,11 @@ class Command(BaseCommand):
             urls.extend(entry["url"] for entry in manifest["files"])
         urls = urls[: options["links"]]
         env = dict(os.environ, DEBUG="0", DOWNLOAD_LIMIT_PER_FILE="1000000000", LOG_LEVEL="WARNING",
-                   DATABASE_POOL="1", SECRET_KEY=settings.SECRET_KEY)
+                   SECRET_KEY=settings.SECRET_KEY)
+        if options["worker_class"] == "sync":
+            env["DATABASE_CONN_MAX_AGE"] = "600"  # one persistent connection per single-threaded worker
+        else:
+            env["DATABASE_POOL"] = "1"  # threads under ASGI: connections come from a pool
         # Presigning is computed locally: placeholder keys suffice when none are configured.
         env.setdefault("S3_ACCESS_KEY_ID", settings.S3_ACCESS_KEY_ID or "bench-access-key")
         env.setdefault("S3_SECRET_ACCESS_KEY", settings.S3_SECRET_ACCESS_KEY or "bench-secret-key")
