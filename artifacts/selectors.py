@@ -31,11 +31,11 @@ def variants_with_totals(*, release: Release) -> QuerySet[Variant]:
     ).order_by("name")
 
 
-def downloads_counted_since(*, user_id: int, file_ids: list[int]) -> dict[int, int]:
-    """Distinct downloads per file in the current limit window (retries of a link count once)."""
+def downloads_counted_since(*, user_id: int, variant_id: int) -> dict[int, int]:
+    """Distinct downloads per file of a variant in the current limit window (retries of a link count once)."""
     since = timezone.now() - datetime.timedelta(seconds=settings.DOWNLOAD_LIMIT_WINDOW_SECONDS)
     rows = (
-        DownloadEvent.objects.filter(user_id=user_id, file_id__in=file_ids, counts_as_download=True, at__gte=since)
+        DownloadEvent.objects.filter(user_id=user_id, file__variant_id=variant_id, counts_as_download=True, at__gte=since)
         .values("file_id")
         .annotate(count=Count("link_id", distinct=True))
     )

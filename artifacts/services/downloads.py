@@ -46,7 +46,7 @@ def manifest_issue(*, user: User, release: Release, variant: Variant, base_url: 
     expires_at = min(now + datetime.timedelta(seconds=settings.DOWNLOAD_LINK_TTL_SECONDS), grant.expires_at)
     files = list(variant.files.order_by("path").values_list("pk", "path", "size", "sha256", "md5", "integrity"))
     downloadable = [row for row in files if row[5] == ArtifactFile.Integrity.OK]
-    counted = downloads_counted_since(user_id=user.pk, file_ids=[row[0] for row in downloadable])
+    counted = downloads_counted_since(user_id=user.pk, variant_id=variant.pk)
     tokens = link_tokens_make(user_id=user.pk, grant_id=grant.pk, generation=grant.generation,
                               file_ids=[row[0] for row in downloadable])
     link_prefix = base_url + reverse("artifacts:download", args=["TOKEN"]).removesuffix("TOKEN")

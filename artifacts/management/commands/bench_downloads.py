@@ -54,7 +54,8 @@ class Command(BaseCommand):
         parser.add_argument("--connections", type=int, default=64)
         parser.add_argument("--duration", type=int, default=20, help="seconds of wrk load")
         parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
-        parser.add_argument("--worker-class", default="uvicorn_worker.UvicornWorker")
+        parser.add_argument("--worker-class", default="sync",
+                            help="sync: the production downloads service; uvicorn_worker.UvicornWorker: the web service")
         parser.add_argument("--links", type=int, default=4000, help="distinct links cycled by wrk")
 
     def handle(self, *args, **options):
@@ -118,7 +119,7 @@ class Command(BaseCommand):
             urls.extend(entry["url"] for entry in manifest["files"])
         urls = urls[: options["links"]]
         env = dict(os.environ, DEBUG="0", DOWNLOAD_LIMIT_PER_FILE="1000000000", LOG_LEVEL="WARNING",
-                   SECRET_KEY=settings.SECRET_KEY)
+                   SECRET_KEY=settings.SECRET_KEY, GUNICORN_ACCESS_LOG="")
         if options["worker_class"] == "sync":
             env["DATABASE_CONN_MAX_AGE"] = "600"  # one persistent connection per single-threaded worker
         else:
@@ -130,8 +131,7 @@ class Command(BaseCommand):
             [str(Path(sys.executable).parent / "gunicorn"),
              "portal.asgi:application" if "uvicorn" in options["worker_class"].lower() else "portal.wsgi:application",
              "--config", "portal/gunicorn.conf.py",
-             "--bind", f"127.0.0.1:{port}", "--workers", str(options["workers"]), "--worker-class", options["worker_class"],
-             "--access-logfile", "/dev/null"],
+             "--bind", f"127.0.0.1:{port}", "--workers", str(options["workers"]), "--worker-class", options["worker_class"]],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         try:
