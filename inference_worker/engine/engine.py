@@ -29,7 +29,7 @@ from .requests import Completion, Request, RequestOutput, SamplingParams, TokenC
 from .sampling import Sampled, Sampler, SamplingState
 from .scheduler import PrefillChunk, Scheduler, Sequence
 from .tokenizer import OPTTokenizer, tokenizer_files
-from .tp import TensorParallel, connect, free_port, join_torchrun, launched_by_torchrun, leave_torchrun
+from .tp import TensorParallel, connect, free_port, join_torchrun, launched_by_torchrun, leave_torchrun, rendezvous
 
 #: rank 0's source of work: ``poll(idle)`` -> (new requests with their callbacks, closing)
 Poll = Callable[[bool], "tuple[list[tuple[Request, TokenCallback | None]], bool]"]
@@ -85,7 +85,9 @@ class Engine:
 
         Under torchrun this process is one of the ranks (``tp`` must equal ``WORLD_SIZE``);
         otherwise ranks 1..tp-1 are started here as subprocesses, each loading its own slice.
-        ``num_threads`` sets the CPU threads of the started ranks.
+        ``num_threads`` sets the CPU threads of the started ranks. If a started rank exits before
+        it has loaded its slice, this raises a ``RuntimeError`` quoting that rank's stderr, and the
+        other started ranks are stopped.
         """
         path, device, dtype = Path(path), torch.device(device), resolve_dtype(dtype)
         options = dict(max_batch=max_batch, max_batch_tokens=max_batch_tokens)
@@ -103,12 +105,19 @@ class Engine:
         followers = Followers.start(
             path=path, world=tp, device=device, dtype=dtype, port=port, num_threads=num_threads, **options
         )
+        group = None
         try:
             device = _rank_device(device, 0)
-            group = connect(device, 0, tp, "127.0.0.1", port)
-            return cls.build(path, group, device, dtype, followers=followers, **options)
+            store = rendezvous(0, tp, "127.0.0.1", port)
+            followers.wait_for(store, "connecting")  # the group is only made with ranks known to be alive
+            group = connect(device, 0, tp, store)
+            engine = cls.build(path, group, device, dtype, followers=followers, **options)
+            followers.wait_for(store, "loaded")
+            return engine
         except BaseException:
             followers.terminate()
+            if group is not None:
+                group.release()
             raise
 
     @classmethod
