@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -48,6 +49,7 @@ class Followers:
         self._stopping = False
         self._failure: str | None = None
         self._failed = threading.Event()
+        self._on_failure: list[Callable[[], None]] = []
         for rank, process in enumerate(processes, start=1):
             threading.Thread(target=self._watch, args=(rank, process), name=f"tp-rank-{rank}", daemon=True).start()
 
@@ -111,6 +113,8 @@ class Followers:
             other.kill()
         for other in self.processes:
             other.wait()
+        for hook in self._on_failure:
+            hook()
         self._failed.set()  # only now, so that whoever raises the error has no follower left behind
 
     def _stderr_tail(self, rank: int) -> str:
@@ -118,6 +122,10 @@ class Followers:
         size = os.fstat(fd).st_size
         data = os.pread(fd, _STDERR_TAIL, max(0, size - _STDERR_TAIL))  # leaves the shared offset alone
         return data.decode(errors="replace").strip()
+
+    def on_failure(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` (from a watching thread) once a follower has exited unexpectedly."""
+        self._on_failure.append(hook)
 
     def exited(self, wait: float = 0.0) -> bool:
         """Whether a follower has exited unexpectedly, waiting up to ``wait`` seconds for it."""

@@ -58,6 +58,13 @@ class TensorParallel:
         object.__setattr__(self, "group", None)
         object.__setattr__(self, "store", None)
 
+    def abort(self) -> None:
+        """Make collectives that wait for a dead peer return. NCCL kernels would wait forever;
+        gloo's fail by themselves once the peer's sockets close (and its abort does not stop them)."""
+        group = self.group
+        if group is not None and group.name().lower() == "nccl":
+            group.abort()
+
     def shard_range(self, size: int) -> tuple[int, int]:
         """[start, stop) of this rank's equal slice of a dimension of ``size``."""
         if size % self.world:

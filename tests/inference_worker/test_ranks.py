@@ -8,9 +8,13 @@ import os
 import threading
 from pathlib import Path
 
-from inference_worker.engine import Engine
+import pytest
+
+from inference_worker.engine import Engine, Request, SamplingParams
 from inference_worker.engine.convert import convert
 from inference_worker.engine.loaders.converted import rank_file
+
+from .conftest import PROMPTS
 
 DEADLINE = 120  # seconds
 
@@ -70,4 +74,27 @@ def test_follower_dying_before_the_rendezvous_fails_from_pretrained(hf_dirs):
     assert isinstance(error, RuntimeError)
     assert "rank 1 exited with code 1" in str(error)
     assert "set_num_threads expects a positive integer" in str(error)
+    assert children() - before == set()
+
+
+def test_follower_killed_mid_generation_fails_generation(hf_dirs):
+    before = children()
+    engine = Engine.from_pretrained(hf_dirs["pre_ln"], tp=4, num_threads=1)
+    followers = engine._followers.processes
+    victim = followers[1]  # rank 2: rank 0 is not its only peer
+
+    def kill_rank_2(event) -> None:
+        if victim.poll() is None:
+            victim.kill()
+
+    requests = [Request(p, SamplingParams(max_tokens=50, ignore_eos=True)) for p in PROMPTS]
+    error = within_deadline(lambda: engine.complete(requests, on_token=kill_rank_2))
+
+    assert isinstance(error, RuntimeError)
+    assert "rank 2 exited with code -9 (SIGKILL)" in str(error)
+    assert all(process.poll() is not None for process in followers)  # ranks 1 and 3 were stopped too
+    # the engine stays failed, with the same explanation, rather than waiting for its dead ranks
+    with pytest.raises(RuntimeError, match="rank 2 exited"):
+        engine.generate([PROMPTS[0]], max_new_tokens=3)
+    assert within_deadline(engine.close) is None
     assert children() - before == set()
