@@ -29,7 +29,7 @@ from .requests import Completion, Request, RequestOutput, SamplingParams, TokenC
 from .sampling import Sampled, Sampler, SamplingState
 from .scheduler import PrefillChunk, Scheduler, Sequence
 from .tokenizer import OPTTokenizer, tokenizer_files
-from .tp import TensorParallel, connect, free_port, join_torchrun, launched_by_torchrun, leave_torchrun
+from .tp import TensorParallel, connect, free_port, join_torchrun, launched_by_torchrun, leave_torchrun, rendezvous
 
 #: rank 0's source of work: ``poll(idle)`` -> (new requests with their callbacks, closing)
 Poll = Callable[[bool], "tuple[list[tuple[Request, TokenCallback | None]], bool]"]
@@ -63,6 +63,8 @@ class Engine:
             self.tp, self.config.vocab_size, model.embed_tokens.start, model.embed_tokens.rows_per_rank
         )
         self._followers = followers
+        if followers is not None:
+            followers.on_failure(self.tp.abort)
         self._joined_torchrun = False
         self._server: threading.Thread | None = None
         self._cache: KVCache | None = None
@@ -85,7 +87,9 @@ class Engine:
 
         Under torchrun this process is one of the ranks (``tp`` must equal ``WORLD_SIZE``);
         otherwise ranks 1..tp-1 are started here as subprocesses, each loading its own slice.
-        ``num_threads`` sets the CPU threads of the started ranks.
+        ``num_threads`` sets the CPU threads of the started ranks. If a started rank exits, here or
+        later in ``complete``/``generate``, the call raises a ``RuntimeError`` quoting that rank's
+        stderr, and the other started ranks are stopped.
         """
         path, device, dtype = Path(path), torch.device(device), resolve_dtype(dtype)
         options = dict(max_batch=max_batch, max_batch_tokens=max_batch_tokens)
@@ -103,12 +107,19 @@ class Engine:
         followers = Followers.start(
             path=path, world=tp, device=device, dtype=dtype, port=port, num_threads=num_threads, **options
         )
+        group = None
         try:
             device = _rank_device(device, 0)
-            group = connect(device, 0, tp, "127.0.0.1", port)
-            return cls.build(path, group, device, dtype, followers=followers, **options)
+            store = rendezvous(0, tp, "127.0.0.1", port)
+            followers.wait_for(store, "connecting")  # the group is only made with ranks known to be alive
+            group = connect(device, 0, tp, store)
+            engine = cls.build(path, group, device, dtype, followers=followers, **options)
+            followers.wait_for(store, "loaded")
+            return engine
         except BaseException:
             followers.terminate()
+            if group is not None:
+                group.release()
             raise
 
     @classmethod
@@ -175,7 +186,7 @@ class Engine:
         if self._followers is not None:
             self._followers.begin_run()
         max_len = max((len(r.prompt_ids) + r.params.max_tokens for r in requests), default=1)
-        return self._run(poll, max_len)
+        return self._lead(poll, max_len)
 
     def serve(self, max_len: int | None = None) -> None:
         """Serve ``submit``-ted requests from a background thread until ``close()``: requests join
@@ -209,7 +220,7 @@ class Engine:
 
     def _serve_loop(self) -> None:
         try:
-            self._run(self._poll_inbox, self._serve_max_len, self._resolve)
+            self._lead(self._poll_inbox, self._serve_max_len, self._resolve)
         except BaseException as error:  # fail every waiting caller rather than hang them
             for future in self._futures.values():
                 future.set_exception(error)
@@ -258,6 +269,20 @@ class Engine:
         if p.seed is None:
             p = dataclasses.replace(p, seed=random.randrange(2**62))
         return Request(prompt, p, request.request_id, request.cancel)
+
+    def _lead(
+        self, poll: Poll, max_len: int, on_output: Callable[[Request, RequestOutput], None] | None = None
+    ) -> list[RequestOutput]:
+        """``_run`` on rank 0. A follower that dies breaks the collective rank 0 is in (the other
+        followers are killed with it, see ``ranks.py``): raise the follower's own error instead."""
+        try:
+            return self._run(poll, max_len, on_output)
+        except Exception as error:
+            followers = self._followers
+            # the collective can fail a moment before the dying follower is reaped
+            if followers is not None and followers.exited(wait=5.0 if isinstance(error, RuntimeError) else 0.0):
+                raise followers.error() from error
+            raise
 
     def _run(
         self,

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from .engine import Engine, resolve_dtype
-from .tp import connect
+from .ranks import announce
+from .tp import connect, rendezvous
 
 
 def follow() -> None:
@@ -22,7 +23,9 @@ def follow() -> None:
     device = torch.device(options["device"])
     if device.type == "cuda":
         device = torch.device("cuda", rank)
-    group = connect(device, rank, world, os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+    store = rendezvous(rank, world, os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+    announce(store, rank, "connecting")
+    group = connect(device, rank, world, store)
     engine = Engine.build(
         Path(options["path"]),
         group,
@@ -31,6 +34,7 @@ def follow() -> None:
         max_batch=options["max_batch"],
         max_batch_tokens=options["max_batch_tokens"],
     )
+    announce(store, rank, "loaded")
     try:
         for line in sys.stdin:
             command = json.loads(line)

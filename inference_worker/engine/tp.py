@@ -58,6 +58,13 @@ class TensorParallel:
         object.__setattr__(self, "group", None)
         object.__setattr__(self, "store", None)
 
+    def abort(self) -> None:
+        """Make collectives that wait for a dead peer return. NCCL kernels would wait forever;
+        gloo's fail by themselves once the peer's sockets close (and its abort does not stop them)."""
+        group = self.group
+        if group is not None and group.name().lower() == "nccl":
+            group.abort()
+
     def shard_range(self, size: int) -> tuple[int, int]:
         """[start, stop) of this rank's equal slice of a dimension of ``size``."""
         if size % self.world:
@@ -79,12 +86,19 @@ def launched_by_torchrun() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
 
 
-def connect(device: torch.device, rank: int, world: int, host: str, port: int) -> TensorParallel:
-    """A private group of ``world`` ranks meeting at ``host:port`` (rank 0 hosts the store):
-    NCCL on GPU, gloo on CPU."""
+def rendezvous(rank: int, world: int, host: str, port: int) -> dist.Store:
+    """The store where the ranks of a private group meet, hosted by rank 0 at ``host:port``.
+
+    Rank 0 does not wait here for the others to connect: it watches them arrive instead, so that
+    it notices one that dies on the way (``ranks.Followers.wait_for``).
+    """
+    return dist.TCPStore(host, port, world, is_master=rank == 0, timeout=GROUP_TIMEOUT, wait_for_workers=False)
+
+
+def connect(device: torch.device, rank: int, world: int, store: dist.Store) -> TensorParallel:
+    """A private group of ``world`` ranks meeting at ``store``: NCCL on GPU, gloo on CPU."""
     if world == 1:
         return TensorParallel()
-    store = dist.TCPStore(host, port, world, is_master=rank == 0, timeout=GROUP_TIMEOUT)
     if device.type == "cuda":
         group = dist.ProcessGroupNCCL(store, rank, world)
     else:

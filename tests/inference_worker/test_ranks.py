@@ -1,0 +1,100 @@
+"""Rank 0 fails fast, with the follower's own error, when a follower rank dies (real processes).
+
+Each call that used to wait for a dead rank runs under a deadline far above its normal time, so a
+regression fails the test instead of hanging it for the group timeout (30 minutes).
+"""
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from inference_worker.engine import Engine, Request, SamplingParams
+from inference_worker.engine.convert import convert
+from inference_worker.engine.loaders.converted import rank_file
+
+from .conftest import PROMPTS
+
+DEADLINE = 120  # seconds
+
+
+def within_deadline(call):
+    """``call()``'s exception (None if it returned), failing the test if it is still running."""
+    outcome = {}
+
+    def target():
+        try:
+            call()
+        except BaseException as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(DEADLINE)
+    assert not thread.is_alive(), f"still waiting after {DEADLINE} s"
+    return outcome.get("error")
+
+
+def children() -> set[int]:
+    """Processes whose parent is this one, zombies included (a zombie was never waited for)."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == os.getpid():
+            pids.add(int(stat.parent.name))
+    return pids
+
+
+def test_follower_failing_to_load_its_slice_fails_from_pretrained(hf_dirs, tmp_path):
+    """Rank 1's file of a converted checkpoint is cut short (a partial copy); rank 0's is fine."""
+    converted = convert(hf_dirs["pre_ln"], tmp_path / "tp2", tp=2)
+    damaged = converted / rank_file(1, 2)
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    before = children()
+
+    error = within_deadline(lambda: Engine.from_pretrained(converted, tp=2, num_threads=1))
+
+    assert isinstance(error, RuntimeError)
+    message = str(error)
+    assert "rank 1 exited with code 1" in message
+    assert "SafetensorError" in message and "deserializing header" in message  # the follower's own traceback
+    assert children() - before == set()
+
+
+def test_follower_dying_before_the_rendezvous_fails_from_pretrained(hf_dirs):
+    """Followers apply ``num_threads`` before joining the process group; -1 makes them exit there."""
+    before = children()
+
+    error = within_deadline(lambda: Engine.from_pretrained(hf_dirs["pre_ln"], tp=2, num_threads=-1))
+
+    assert isinstance(error, RuntimeError)
+    assert "rank 1 exited with code 1" in str(error)
+    assert "set_num_threads expects a positive integer" in str(error)
+    assert children() - before == set()
+
+
+def test_follower_killed_mid_generation_fails_generation(hf_dirs):
+    before = children()
+    engine = Engine.from_pretrained(hf_dirs["pre_ln"], tp=4, num_threads=1)
+    followers = engine._followers.processes
+    victim = followers[1]  # rank 2: rank 0 is not its only peer
+
+    def kill_rank_2(event) -> None:
+        if victim.poll() is None:
+            victim.kill()
+
+    requests = [Request(p, SamplingParams(max_tokens=50, ignore_eos=True)) for p in PROMPTS]
+    error = within_deadline(lambda: engine.complete(requests, on_token=kill_rank_2))
+
+    assert isinstance(error, RuntimeError)
+    assert "rank 2 exited with code -9 (SIGKILL)" in str(error)
+    assert all(process.poll() is not None for process in followers)  # ranks 1 and 3 were stopped too
+    # the engine stays failed, with the same explanation, rather than waiting for its dead ranks
+    with pytest.raises(RuntimeError, match="rank 2 exited"):
+        engine.generate([PROMPTS[0]], max_new_tokens=3)
+    assert within_deadline(engine.close) is None
+    assert children() - before == set()
