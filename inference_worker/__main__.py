@@ -105,10 +105,14 @@ def bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from inference_worker.engine.ranks import RankExited
+
     try:
         return {"generate": generate, "convert": convert, "bench": bench}[args.command](args)
     except (ValueError, FileNotFoundError) as error:  # bad checkpoint or request: say why, no traceback
         parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
+    except RankExited as error:  # the follower's own error is the useful part
+        parser.exit(1, f"{parser.prog} {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import queue
 import random
@@ -30,6 +31,8 @@ from .sampling import Sampled, Sampler, SamplingState
 from .scheduler import PrefillChunk, Scheduler, Sequence
 from .tokenizer import OPTTokenizer, tokenizer_files
 from .tp import TensorParallel, connect, free_port, join_torchrun, launched_by_torchrun, leave_torchrun, rendezvous
+
+logger = logging.getLogger(__name__)
 
 #: rank 0's source of work: ``poll(idle)`` -> (new requests with their callbacks, closing)
 Poll = Callable[[bool], "tuple[list[tuple[Request, TokenCallback | None]], bool]"]
@@ -203,6 +206,8 @@ class Engine:
         self._inbox: queue.Queue[tuple[Request, TokenCallback | None, Future]] = queue.Queue()
         self._closing = threading.Event()
         self._futures: dict[int, Future] = {}
+        self._serve_lock = threading.Lock()  # orders submit() against the loop's failure
+        self._serve_error: BaseException | None = None
         if self._followers is not None:
             self._followers.begin_run()
         self._server = threading.Thread(target=self._serve_loop, name="opt-engine", daemon=True)
@@ -215,16 +220,24 @@ class Engine:
             raise RuntimeError("call serve() first (and not after close())")
         request = self._prepare(request, self._serve_max_len)
         future: Future = Future()
-        self._inbox.put((request, on_token, future))
+        with self._serve_lock:
+            if self._serve_error is not None:
+                raise RuntimeError(f"this engine stopped serving: {self._serve_error}") from self._serve_error
+            self._inbox.put((request, on_token, future))
         return future
 
     def _serve_loop(self) -> None:
         try:
             self._lead(self._poll_inbox, self._serve_max_len, self._resolve)
-        except BaseException as error:  # fail every waiting caller rather than hang them
-            for future in self._futures.values():
+        except BaseException as error:  # fail every waiting caller, running or queued, rather than hang them
+            with self._serve_lock:
+                self._serve_error = error
+                waiting = list(self._futures.values())
+                while not self._inbox.empty():
+                    waiting.append(self._inbox.get_nowait()[2])
+            for future in waiting:
                 future.set_exception(error)
-            raise
+            logger.error("The engine stopped serving", exc_info=error)
 
     def _poll_inbox(self, idle: bool) -> tuple[list[tuple[Request, TokenCallback | None]], bool]:
         arrivals = []

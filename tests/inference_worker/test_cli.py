@@ -72,3 +72,17 @@ def test_generate_explains_an_unusable_checkpoint(tmp_path):
     result = run_cli("-m", "inference_worker", "generate", "--checkpoint", str(tmp_path), "--prompt-ids", "2,5")
     assert result.returncode == 2
     assert "is not an OPT checkpoint directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_generate_explains_a_rank_that_failed(hf_dirs, tmp_path):
+    out_dir = tmp_path / "converted"
+    assert run_cli("-m", "inference_worker", "convert", "--input", str(hf_dirs["pre_ln"]), "--output", str(out_dir),
+                   "--tp", "2").returncode == 0
+    damaged = out_dir / "model-tp01-of-02.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    result = run_cli("-m", "inference_worker", "generate", "--checkpoint", str(out_dir), "--tp", "2",
+                     "--prompt-ids", "2,5", "--max-new-tokens", "2")
+    assert result.returncode == 1
+    assert "error: tensor-parallel rank 1 exited with code 1" in result.stderr
+    assert "SafetensorError" in result.stderr  # rank 1's own error, without rank 0's traceback above it
+    assert not result.stderr.startswith("Traceback")

@@ -98,3 +98,28 @@ def test_follower_killed_mid_generation_fails_generation(hf_dirs):
         engine.generate([PROMPTS[0]], max_new_tokens=3)
     assert within_deadline(engine.close) is None
     assert children() - before == set()
+
+
+def test_follower_killed_while_serving_fails_every_waiting_request(hf_dirs):
+    before = children()
+    engine = Engine.from_pretrained(hf_dirs["pre_ln"], tp=2, num_threads=1)
+    victim = engine._followers.processes[0]
+    engine.serve()
+    started = threading.Event()
+
+    def kill_rank_1(event) -> None:
+        started.set()
+        if victim.poll() is None:
+            victim.kill()
+
+    running = engine.submit(Request(PROMPTS[0], SamplingParams(max_tokens=100, ignore_eos=True)), on_token=kill_rank_1)
+    assert started.wait(DEADLINE)
+    queued = [engine.submit(Request(p, SamplingParams(max_tokens=5))) for p in PROMPTS[1:]]
+
+    for future in [running, *queued]:
+        error = within_deadline(future.result)
+        assert isinstance(error, RuntimeError) and "rank 1 exited with code -9 (SIGKILL)" in str(error)
+    with pytest.raises(RuntimeError, match="stopped serving: tensor-parallel rank 1 exited"):
+        engine.submit(Request(PROMPTS[0], SamplingParams(max_tokens=3)))
+    assert within_deadline(engine.close) is None
+    assert children() - before == set()
