@@ -143,6 +143,7 @@ def store_for_matrix_vector(model: nn.Module) -> None:
     floats) went from 10-11 GB/s to 17-19 GB/s, and small batches gain too. fc2 and out_proj are
     square or wide and stay as they are; bfloat16 kernels are faster row-major, so it is left alone.
     """
+    relaid = set()
     for module in model.modules():
         weight = getattr(module, "weight", None)
         if (
@@ -153,6 +154,13 @@ def store_for_matrix_vector(model: nn.Module) -> None:
             and weight.is_contiguous()
         ):
             module.weight = nn.Parameter(weight.t().contiguous().t(), requires_grad=False)
+            relaid.add(id(module.weight))
+    if relaid:
+        # Loaders map checkpoint files, and a mapping lives as long as any tensor views it: own the
+        # other tensors too, or a few biases would keep the whole file mapped beside the copies.
+        for parameter in model.parameters():
+            if id(parameter) not in relaid:
+                parameter.data = parameter.data.clone()
 
 
 class ColumnParallelLinear(nn.Module):
