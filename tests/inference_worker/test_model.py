@@ -3,8 +3,9 @@ import torch
 
 from inference_worker.engine import PRESETS, OPTConfig
 from inference_worker.engine.loaders import load_model
+from inference_worker.engine import tp as tp_module
 from inference_worker.engine.model import OPT
-from inference_worker.engine.tp import TensorParallel
+from inference_worker.engine.tp import TensorParallel, onednn_packs
 
 from .conftest import VARIANTS, relative_error
 
@@ -36,10 +37,17 @@ def test_hf_config_round_trips():
         assert OPTConfig.from_hf_dict(preset.to_hf_dict()) == preset
 
 
+@pytest.mark.parametrize("weights", ["packed", "dense"])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_logits_match_transformers_on_a_left_padded_batch(variant, hf_models, hf_dirs):
+def test_logits_match_transformers_on_a_left_padded_batch(variant, weights, hf_models, hf_dirs, monkeypatch):
+    if weights == "dense":  # what runs where oneDNN lacks kernels for the dtype (float16, other builds)
+        monkeypatch.setattr(tp_module, "onednn_packs", lambda dtype: False)
+    elif not onednn_packs(torch.float32):
+        pytest.skip("this PyTorch build has no oneDNN")
     reference = hf_models[variant]
     model = load_model(hf_dirs[variant], TensorParallel(), CPU, torch.float32)
+    assert model.layers[0].mlp.fc1.weight.is_mkldnn == (weights == "packed")
+    assert (model.embed_tokens.head is not None) == (weights == "packed")
     ids = torch.randint(3, 1000, (3, 12), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
     mask[1, :5] = 0  # left padding

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from ..config import OPTConfig
 from ..model import OPT
-from ..tp import TensorParallel, store_for_matrix_vector
+from ..tp import TensorParallel, pack_for_cpu
 from .base import TensorSource
 from .converted import ConvertedSource, converted_degree, rank_file, read_config
 from .fsdp import FSDPSource, shard_files
@@ -68,8 +68,8 @@ def load_model(path: Path, tp: TensorParallel, device: torch.device, dtype: torc
         model = OPT(config, tp)
     state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
-    del state  # the model holds the tensors now, so each re-laid-out weight frees its old copy
-    store_for_matrix_vector(model)
+    del state  # the model holds the tensors now, so each packed weight frees its old copy
+    pack_for_cpu(model)
     return model.eval().requires_grad_(False)
 
 
