@@ -118,10 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     code = main()
     if "TORCHELASTIC_RUN_ID" in os.environ:
-        # The run is over and its group destroyed; skip interpreter teardown, where torch's
-        # distributed C++ objects can still abort a rank ("terminate called without an active
-        # exception") and make torchrun report a failure after a good run.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        from inference_worker.engine.tp import exit_rank
+
+        exit_rank(code)
     sys.exit(code)

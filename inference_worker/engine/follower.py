@@ -11,7 +11,7 @@ import torch
 
 from .engine import Engine, resolve_dtype
 from .ranks import announce
-from .tp import connect, rendezvous
+from .tp import connect, exit_rank, rendezvous
 
 
 def follow() -> None:
@@ -47,3 +47,4 @@ def follow() -> None:
 
 if __name__ == "__main__":
     follow()
+    exit_rank(0)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -121,6 +123,19 @@ def leave_torchrun(tp: TensorParallel) -> None:
         dist.barrier()
         tp.release()
         dist.destroy_process_group()
+
+
+def exit_rank(code: int) -> NoReturn:
+    """End a rank process whose work is done (its group left or released), skipping interpreter
+    teardown.
+
+    gloo's run-loop thread may still be freeing the last collectives' tensors, which takes the GIL;
+    a thread that asks for it while the interpreter finalises aborts the process ("terminate
+    called without an active exception"), and torchrun then reports a failure after a good run.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from inference_worker.engine.loaders import load_model
-from inference_worker.engine.tp import join_torchrun, leave_torchrun
+from inference_worker.engine.tp import exit_rank, join_torchrun, leave_torchrun
 
 IDS = torch.tensor([[1, 1, 1, 2, 50, 60, 70, 80], [2, 9, 8, 7, 6, 5, 4, 999]])
 MASK = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1], [1] * 8])
@@ -32,3 +32,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_rank(0)
