@@ -8,7 +8,9 @@ Followers run ``python -m inference_worker.engine.follower`` with RANK, WORLD_SI
 Rank 0 fails fast when a follower dies: a thread per follower waits for its process, and the
 first unexpected exit is recorded (with the tail of its stderr) and kills the other followers,
 which breaks any collective rank 0 is blocked in. Start-up waits on the followers' progress
-through the rendezvous store (``announce`` / ``Followers.wait_for``), never on a timer.
+through the rendezvous store (``announce`` / ``Followers.wait_for``), not on timers; only a
+follower dying inside gloo's own group set-up is noticed when that set-up gives up
+(``tp.CONNECT_TIMEOUT``).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ class TensorParallel:
 
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
         if self.world > 1:
-            self.group.allreduce([x]).wait()
+            self.group.allreduce([x], _timed(dist.AllreduceOptions())).wait()
         return x
 
     def all_gather(self, x: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -43,13 +43,13 @@ class TensorParallel:
         if self.world == 1:
             return x
         parts = [torch.empty_like(x) for _ in range(self.world)]
-        self.group.allgather([parts], [x.contiguous()]).wait()
+        self.group.allgather([parts], [x.contiguous()], _timed(dist.distributed_c10d.AllgatherOptions())).wait()
         return torch.cat(parts, dim=dim)
 
     def broadcast(self, x: torch.Tensor) -> torch.Tensor:
         """Overwrite ``x`` on every rank with rank 0's ``x``."""
         if self.world > 1:
-            options = dist.BroadcastOptions()
+            options = _timed(dist.BroadcastOptions())
             options.rootRank = 0
             self.group.broadcast([x], options).wait()
         return x
@@ -75,7 +75,16 @@ class TensorParallel:
         return self.rank * step, (self.rank + 1) * step
 
 
-GROUP_TIMEOUT = timedelta(minutes=30)
+GROUP_TIMEOUT = timedelta(minutes=30)  # how long a collective waits for a slow peer
+# How long setting up a private group waits for its peers. Each announced that it was connecting
+# just before, so this runs out only when one died on the way; the collectives get GROUP_TIMEOUT.
+CONNECT_TIMEOUT = timedelta(seconds=60)
+
+
+def _timed(options):
+    """Collective ``options`` that wait up to GROUP_TIMEOUT, whatever the group's own timeout."""
+    options.timeout = GROUP_TIMEOUT
+    return options
 
 
 def free_port() -> int:
@@ -104,7 +113,7 @@ def connect(device: torch.device, rank: int, world: int, store: dist.Store) -> T
     if device.type == "cuda":
         group = dist.ProcessGroupNCCL(store, rank, world)
     else:
-        group = dist.ProcessGroupGloo(store, rank, world, GROUP_TIMEOUT)
+        group = dist.ProcessGroupGloo(store, rank, world, CONNECT_TIMEOUT)
     return TensorParallel(rank=rank, world=world, group=group, store=store)
 
 

@@ -5,12 +5,17 @@ regression fails the test instead of hanging it for the group timeout (30 minute
 """
 
 import os
+import subprocess
+import sys
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import torch
 
 from inference_worker.engine import Engine, Request, SamplingParams
+from inference_worker.engine import tp as tp_module
 from inference_worker.engine.convert import convert
 from inference_worker.engine.loaders.converted import rank_file
 
@@ -123,3 +128,38 @@ def test_follower_killed_while_serving_fails_every_waiting_request(hf_dirs):
         engine.submit(Request(PROMPTS[0], SamplingParams(max_tokens=3)))
     assert within_deadline(engine.close) is None
     assert children() - before == set()
+
+
+def test_group_set_up_gives_up_on_a_peer_that_never_joins(monkeypatch):
+    """What rank 0 sees when a follower dies between announcing itself and joining the group."""
+    monkeypatch.setattr(tp_module, "CONNECT_TIMEOUT", timedelta(seconds=2))
+    store = tp_module.rendezvous(0, 2, "127.0.0.1", tp_module.free_port())
+    error = within_deadline(lambda: tp_module.connect(torch.device("cpu"), 0, 2, store))
+    assert isinstance(error, RuntimeError)
+
+
+SLOW_PEER = """
+import sys, time
+from datetime import timedelta
+import torch
+from inference_worker.engine import tp
+tp.CONNECT_TIMEOUT = timedelta(seconds=1)
+group = tp.connect(torch.device("cpu"), 1, 2, tp.rendezvous(1, 2, "127.0.0.1", int(sys.argv[1])))
+time.sleep(3)  # three times the set-up timeout before its first collective
+print(group.all_reduce(torch.full((2,), 5.0)).tolist())
+group.release()
+tp.exit_rank(0)
+"""
+
+
+def test_collectives_wait_for_a_slow_peer_longer_than_the_set_up_does(monkeypatch):
+    monkeypatch.setattr(tp_module, "CONNECT_TIMEOUT", timedelta(seconds=1))
+    port = tp_module.free_port()
+    store = tp_module.rendezvous(0, 2, "127.0.0.1", port)
+    peer = subprocess.Popen([sys.executable, "-c", SLOW_PEER, str(port)], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    group = tp_module.connect(torch.device("cpu"), 0, 2, store)
+    assert group.all_reduce(torch.ones(2)).tolist() == [6.0, 6.0]
+    assert peer.communicate(timeout=DEADLINE)[0].strip() == "[6.0, 6.0]"
+    assert peer.returncode == 0
+    group.release()
