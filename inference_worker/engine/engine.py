@@ -326,6 +326,8 @@ class Engine:
                         Sequence(request, i, self._sampling_state(request, i), on_token=on_token)
                         for i in range(request.params.n_sequences)
                     ]
+                    for sibling in sequences[1:]:
+                        sibling.leader = sequences[0]
                     active[arrived] = (request, sequences)
                     arrived += 1
                     for sequence in sequences:
@@ -334,7 +336,7 @@ class Engine:
                 if scheduler.has_work():
                     plan = scheduler.plan()
                     for chunk in plan.prefill:
-                        self._prefill(chunk, cache)
+                        self._prefill(chunk, cache, scheduler)
                     if plan.decode:
                         self._decode(plan.decode, cache)
                     self._retire(scheduler, cache)
@@ -390,7 +392,9 @@ class Engine:
             self._cache = KVCache(c.n_layers, self.max_batch, heads, max_len, c.head_dim, dtype, self.device)
         return self._cache
 
-    def _prefill(self, chunk: PrefillChunk, cache: KVCache) -> None:
+    def _prefill(self, chunk: PrefillChunk, cache: KVCache, scheduler: Scheduler) -> None:
+        """Run a prompt chunk; when it completes the prompt, the sequence and the siblings that copy
+        its cache (``n``/``best_of``) each sample a first token from its last logits."""
         s, n = chunk.sequence, chunk.stop - chunk.start
         p = s.request.params
         tokens = torch.tensor([s.prompt_ids[chunk.start : chunk.stop]], device=self.device)  # (1, T)
@@ -403,11 +407,20 @@ class Engine:
             self._score_prompt(s, chunk, logits)
         if not chunk.completes_prompt:
             return
+        group = [s]
+        for sibling in scheduler.fork(s):
+            cache.copy_slot(s.slot, sibling.slot, s.cached)
+            sibling.cached = s.cached
+            sibling.prompt_logprobs, sibling.prompt_top_logprobs = list(s.prompt_logprobs), list(s.prompt_top_logprobs)
+            group.append(sibling)
         if p.max_tokens == 0:
-            s.finish_reason = "length"
-            self._stream(s, None)
+            for member in group:
+                member.finish_reason = "length"
+                self._stream(member, None)
             return
-        self._append(s, self.sampler.sample(logits[-1:], [s.sampling])[0])
+        last = logits[-1:].expand(len(group), -1).clone()
+        for member, sampled in zip(group, self.sampler.sample(last, [m.sampling for m in group])):
+            self._append(member, sampled)
 
     def _score_prompt(self, s: Sequence, chunk: PrefillChunk, logits: torch.Tensor) -> None:
         """Logprobs of the prompt's own tokens (for ``echo`` with ``logprobs``)."""

@@ -32,6 +32,7 @@ class Sequence:
     streamed: int = 0  # characters of text already streamed
     finish_reason: FinishReason | None = None
     on_token: TokenCallback | None = None  # rank 0 only
+    leader: Sequence | None = None  # the request's first sequence, whose prompt cache this one may copy
 
     @property
     def prompt_ids(self) -> list[int]:
@@ -86,12 +87,17 @@ class Scheduler:
     def plan(self) -> StepPlan:
         decode = [s for s in self.running if not s.prefilling]
         budget = self.max_batch_tokens - len(decode)
+        held = []  # siblings whose leader is prefilling their shared prompt: they will copy it
         while self.waiting and self.free_slots and budget > 0:
             sequence = self.waiting.popleft()
+            if sequence.leader is not None and sequence.leader.slot is not None and sequence.leader.prefilling:
+                held.append(sequence)
+                continue
             sequence.slot = self.free_slots.pop(0)
             self.running.append(sequence)
             if not sequence.prefilling:  # nothing to prefill (cannot happen with non-empty prompts)
                 decode.append(sequence)
+        self.waiting.extendleft(reversed(held))
         prefill = []
         for sequence in self.running:
             if budget <= 0:
@@ -101,6 +107,16 @@ class Scheduler:
                 prefill.append(PrefillChunk(sequence, sequence.cached, stop))
                 budget -= stop - sequence.cached
         return StepPlan(prefill, decode)
+
+    def fork(self, leader: Sequence) -> list[Sequence]:
+        """Admit ``leader``'s waiting siblings into free slots now that its prompt is cached, so
+        they copy that cache instead of prefilling the same prompt; the rest prefill later."""
+        siblings = [s for s in self.waiting if s.leader is leader][: len(self.free_slots)]
+        for sibling in siblings:
+            self.waiting.remove(sibling)
+            sibling.slot = self.free_slots.pop(0)
+            self.running.append(sibling)
+        return siblings
 
     def retire_finished(self) -> list[tuple[Sequence, int, int]]:
         """Free the slots of finished sequences, then keep the running ones in the lowest slots

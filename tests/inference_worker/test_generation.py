@@ -124,6 +124,29 @@ def test_best_of_returns_the_most_likely_samples(engine):
     assert len({tuple(c.token_ids) for c in all_five}) > 1
 
 
+def test_n_sequences_prefill_their_shared_prompt_once(hf_dirs):
+    engine = Engine.from_pretrained(hf_dirs["pre_ln"], max_batch=4)
+    prompt_tokens = []
+    forward_cached = engine.model.forward_cached
+
+    def counting(tokens, *args, **kwargs):
+        if tokens.shape[1] > 1:  # a prompt chunk (decode steps run one token per row)
+            prompt_tokens.append(tokens.shape[1])
+        return forward_cached(tokens, *args, **kwargs)
+
+    engine.model.forward_cached = counting
+    prompt = [2] + list(range(50, 70))
+    params = dict(max_tokens=8, temperature=1.0, seed=5, ignore_eos=True, logprobs=2, echo=True)
+    shared = complete(engine, prompt, n=3, **params).completions
+    assert prompt_tokens == [len(prompt)]
+    # the same as each sequence prefilling the prompt itself (one slot: the siblings cannot copy)
+    alone = complete(Engine.from_pretrained(hf_dirs["pre_ln"], max_batch=1), prompt, n=3, **params).completions
+    assert [c.token_ids for c in shared] == [c.token_ids for c in alone]
+    for copied, own in zip(shared, alone):  # echoed prompt logprobs (the first is None) and sampled ones
+        assert copied.logprobs[0] is None and copied.logprobs[1:] == pytest.approx(own.logprobs[1:], abs=1e-5)
+    assert len({tuple(c.token_ids) for c in shared}) > 1
+
+
 def test_stop_string_truncates_text_across_token_boundaries(engine):
     full = complete(engine, PROMPTS[0], max_tokens=16, ignore_eos=True).completions[0]
     assert len(full.text) > 6
