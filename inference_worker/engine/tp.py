@@ -6,6 +6,7 @@ With ``world == 1`` every collective is a no-op and the layers are plain linears
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sys
@@ -150,14 +151,13 @@ def exit_rank(code: int) -> NoReturn:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``x @ weight.T + bias``, for a dense weight or one packed by ``pack_for_cpu``.
 
-    A single row with a dense CPU weight goes through ``torch.mv``: for batch-1 decode in
-    bfloat16 its kernel reads weights 1.5x faster than ``F.linear``'s (on the Intel machine)."""
+    A single row with a dense CPU weight goes through BLAS's matrix-vector product, which reads
+    column-major weights fastest, and bfloat16 ones 1.5x faster than ``F.linear`` (Intel machine)."""
     if weight.is_mkldnn:
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     if x.device.type == "cpu" and x.numel() == x.shape[-1]:
-        y = torch.mv(weight, x.reshape(-1))
-        if bias is not None:
-            y += bias
+        vector = x.reshape(-1)
+        y = torch.mv(weight, vector) if bias is None else torch.addmv(bias, weight, vector)
         return y.view(*x.shape[:-1], weight.shape[0])
     return F.linear(x, weight, bias)
 
@@ -171,40 +171,82 @@ def onednn_packs(dtype: torch.dtype) -> bool:
     return dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
+@functools.cache
+def cpu_vendor() -> str:
+    """The CPU's vendor id (``GenuineIntel``, ``AuthenticAMD``...), or "" where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def cpu_weight_layout(dtype: torch.dtype) -> str:
+    """How CPU linear weights of ``dtype`` are stored: ``"onednn"`` (packed) or ``"blas"`` (dense).
+
+    Measured on the two development machines, batch-1 decode and prefill: MKL, Intel's BLAS,
+    reads float32 weights fastest on Intel CPUs (oneDNN 10-20% slower), but takes slow generic
+    paths elsewhere (17-30 GB/s where oneDNN reads 64 on the AMD EPYC). oneDNN's bfloat16 kernels
+    beat MKL's on both. ``GATEHOUSE_CPU_WEIGHTS=onednn|blas`` overrides the choice.
+    """
+    forced = os.environ.get("GATEHOUSE_CPU_WEIGHTS", "")
+    if forced not in ("", "onednn", "blas"):
+        raise ValueError(f"GATEHOUSE_CPU_WEIGHTS must be 'onednn' or 'blas', not {forced!r}")
+    if not onednn_packs(dtype):
+        return "blas"
+    if forced:
+        return forced
+    return "blas" if dtype == torch.float32 and cpu_vendor() == "GenuineIntel" else "onednn"
+
+
 def _packed(weight: torch.Tensor) -> torch.Tensor:
-    # No batch-size hint: on the development machine the layout oneDNN picks for a hint of 1 read
-    # float32 weights at 44 GB/s in decode and made prefill slower; its default layout, 64 GB/s.
+    # No batch-size hint: on the AMD machine the layout oneDNN picks for a hint of 1 read float32
+    # weights at 44 GB/s in decode and made prefill slower; its default layout, 64 GB/s.
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
 
 
-def pack_for_cpu(model: nn.Module) -> None:
-    """Re-lay every CPU linear weight in oneDNN's blocked format, where oneDNN supports its dtype.
+def _for_blas(weight: torch.Tensor) -> torch.Tensor:
+    # Tall float32 weights (q/k/v, fc1, the LM head) column-major: MKL's matrix-vector product
+    # streams their long columns faster (on the Intel machine 10-11 GB/s became 17-25 GB/s);
+    # square and wide ones, and bfloat16, read as fast or faster row-major.
+    if weight.dtype == torch.float32 and weight.shape[0] > weight.shape[1]:
+        return weight.detach().t().contiguous().t()
+    return weight.detach().clone()
 
-    Batch-1 decode is matrix-vector products bound by memory bandwidth, and MKL's (what
-    ``F.linear`` and ``torch.mv`` call) leave much of it unused, on AMD most of all. Measured
-    together on the development machine (AMD EPYC), the float32 weights of an opt-125m decode
-    step took 28.2 ms through ``F.linear``, 21.9 through ``torch.mv`` on column-major weights and
-    15.8 through oneDNN in its batch-1 layout; its default layout (``_packed``) reads 1.5x faster
-    still, and a 512-token prefill runs twice as fast as with MKL.
-    Packed weights are opaque tensors that only ``linear`` reads, so the embedding keeps its
-    dense table for lookups and the tied LM head gets a packed copy (``head``).
+
+def pack_for_cpu(model: nn.Module) -> None:
+    """Lay out every CPU linear weight for the kernels ``cpu_weight_layout`` picks.
+
+    Batch-1 decode is matrix-vector products bound by memory bandwidth, and the layout decides
+    how much of it a kernel uses. Packed oneDNN weights are opaque tensors that only ``linear``
+    reads, so the embedding keeps its dense table for lookups and the tied LM head gets a packed
+    copy (``head``); for BLAS the table itself is relaid, as lookups read either layout.
     """
-    packed = set()
+    owned = set()
     for module in model.modules():
         if isinstance(module, (ColumnParallelLinear, RowParallelLinear)):
             weight = module.weight
-            if weight.device.type == "cpu" and onednn_packs(weight.dtype):
-                module.weight = nn.Parameter(_packed(weight), requires_grad=False)
-                packed.add(id(module.weight))
+            if weight.device.type == "cpu":
+                layout = cpu_weight_layout(weight.dtype)
+                relaid = _packed(weight) if layout == "onednn" else _for_blas(weight)
+                module.weight = nn.Parameter(relaid, requires_grad=False)
+                owned.add(id(module.weight))
         elif isinstance(module, VocabParallelEmbedding):
-            if module.weight.device.type == "cpu" and onednn_packs(module.weight.dtype):
-                module.head = _packed(module.weight)
-    if packed:
-        # Loaders map checkpoint files, and a mapping lives as long as any tensor views it: own the
-        # other tensors too, or a few biases would keep the whole file mapped beside the copies.
-        for parameter in model.parameters():
-            if id(parameter) not in packed:
-                parameter.data = parameter.data.clone()
+            weight = module.weight
+            if weight.device.type == "cpu":
+                if cpu_weight_layout(weight.dtype) == "onednn":
+                    module.head = _packed(weight)
+                else:  # lookups read a column-major table as well
+                    module.weight = nn.Parameter(_for_blas(weight), requires_grad=False)
+                    owned.add(id(module.weight))
+    # Loaders map checkpoint files, and a mapping lives as long as any tensor views it: own the
+    # other tensors too, or a few biases would keep the whole file mapped beside the copies.
+    for parameter in model.parameters():
+        if id(parameter) not in owned and parameter.device.type == "cpu":
+            parameter.data = parameter.data.clone()
 
 
 class ColumnParallelLinear(nn.Module):

@@ -5,7 +5,7 @@ from inference_worker.engine import PRESETS, OPTConfig
 from inference_worker.engine.loaders import load_model
 from inference_worker.engine import tp as tp_module
 from inference_worker.engine.model import OPT
-from inference_worker.engine.tp import TensorParallel, onednn_packs
+from inference_worker.engine.tp import TensorParallel, cpu_weight_layout, onednn_packs
 
 from .conftest import VARIANTS, relative_error
 
@@ -37,17 +37,20 @@ def test_hf_config_round_trips():
         assert OPTConfig.from_hf_dict(preset.to_hf_dict()) == preset
 
 
-@pytest.mark.parametrize("weights", ["packed", "dense"])
+@pytest.mark.parametrize("layout", ["onednn", "blas"])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_logits_match_transformers_on_a_left_padded_batch(variant, weights, hf_models, hf_dirs, monkeypatch):
-    if weights == "dense":  # what runs where oneDNN lacks kernels for the dtype (float16, other builds)
-        monkeypatch.setattr(tp_module, "onednn_packs", lambda dtype: False)
-    elif not onednn_packs(torch.float32):
+def test_logits_match_transformers_on_a_left_padded_batch(variant, layout, hf_models, hf_dirs, monkeypatch):
+    if layout == "onednn" and not onednn_packs(torch.float32):
         pytest.skip("this PyTorch build has no oneDNN")
+    monkeypatch.setenv("GATEHOUSE_CPU_WEIGHTS", layout)
     reference = hf_models[variant]
     model = load_model(hf_dirs[variant], TensorParallel(), CPU, torch.float32)
-    assert model.layers[0].mlp.fc1.weight.is_mkldnn == (weights == "packed")
-    assert (model.embed_tokens.head is not None) == (weights == "packed")
+    qkv = model.layers[0].self_attn.qkv.weight
+    if layout == "onednn":
+        assert qkv.is_mkldnn and model.embed_tokens.head is not None
+    else:  # tall float32 weights column-major, the embedding table too; no separate head
+        assert qkv.stride() == (1, qkv.shape[0]) and model.embed_tokens.weight.stride()[0] == 1
+        assert model.embed_tokens.head is None
     ids = torch.randint(3, 1000, (3, 12), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
     mask[1, :5] = 0  # left padding
@@ -70,3 +73,21 @@ def test_left_padded_rows_equal_each_prompt_alone(variant, hf_dirs):
         together = model(batch, mask)
         alone = model(torch.tensor([short]))
     assert relative_error(together[0, 3:], alone[0]) < 1e-5
+
+
+def test_cpu_weight_layout_uses_blas_for_float32_on_intel_only(monkeypatch):
+    monkeypatch.delenv("GATEHOUSE_CPU_WEIGHTS", raising=False)
+    if not onednn_packs(torch.bfloat16):
+        pytest.skip("this PyTorch build or CPU has no oneDNN bfloat16 kernels")
+    monkeypatch.setattr(tp_module, "cpu_vendor", lambda: "GenuineIntel")
+    assert cpu_weight_layout(torch.float32) == "blas"
+    assert cpu_weight_layout(torch.bfloat16) == "onednn"
+    monkeypatch.setattr(tp_module, "cpu_vendor", lambda: "AuthenticAMD")
+    assert cpu_weight_layout(torch.float32) == "onednn"
+    assert cpu_weight_layout(torch.float16) == "blas"  # oneDNN has no float16 linear here
+
+
+def test_cpu_weight_layout_rejects_an_unknown_override(monkeypatch):
+    monkeypatch.setenv("GATEHOUSE_CPU_WEIGHTS", "fast")
+    with pytest.raises(ValueError, match="GATEHOUSE_CPU_WEIGHTS must be 'onednn' or 'blas'"):
+        cpu_weight_layout(torch.float32)

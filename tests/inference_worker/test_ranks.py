@@ -143,9 +143,11 @@ import sys, time
 from datetime import timedelta
 import torch
 from inference_worker.engine import tp
-tp.CONNECT_TIMEOUT = timedelta(seconds=1)
-group = tp.connect(torch.device("cpu"), 1, 2, tp.rendezvous(1, 2, "127.0.0.1", int(sys.argv[1])))
-time.sleep(3)  # three times the set-up timeout before its first collective
+tp.CONNECT_TIMEOUT = timedelta(seconds=2)
+store = tp.rendezvous(1, 2, "127.0.0.1", int(sys.argv[1]))
+store.set("connecting", "1")  # as a follower announces itself, so the set-up clock starts here
+group = tp.connect(torch.device("cpu"), 1, 2, store)
+time.sleep(6)  # three times the set-up timeout before its first collective
 print(group.all_reduce(torch.full((2,), 5.0)).tolist())
 group.release()
 tp.exit_rank(0)
@@ -153,11 +155,12 @@ tp.exit_rank(0)
 
 
 def test_collectives_wait_for_a_slow_peer_longer_than_the_set_up_does(monkeypatch):
-    monkeypatch.setattr(tp_module, "CONNECT_TIMEOUT", timedelta(seconds=1))
+    monkeypatch.setattr(tp_module, "CONNECT_TIMEOUT", timedelta(seconds=2))
     port = tp_module.free_port()
     store = tp_module.rendezvous(0, 2, "127.0.0.1", port)
     peer = subprocess.Popen([sys.executable, "-c", SLOW_PEER, str(port)], stdout=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parents[2])
+    store.wait(["connecting"], timedelta(seconds=DEADLINE))  # the peer has started Python and torch
     group = tp_module.connect(torch.device("cpu"), 0, 2, store)
     assert group.all_reduce(torch.ones(2)).tolist() == [6.0, 6.0]
     assert peer.communicate(timeout=DEADLINE)[0].strip() == "[6.0, 6.0]"
