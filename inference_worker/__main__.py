@@ -61,7 +61,8 @@ def generate(args: argparse.Namespace) -> int:
     from inference_worker.engine.tp import launched_by_torchrun
 
     tp = args.tp or (int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else 1)
-    with Engine.from_pretrained(args.checkpoint, tp=tp, device=args.device, dtype=args.dtype) as engine:
+    # one request: one cache slot, and CPU weights laid out for a single sequence
+    with Engine.from_pretrained(args.checkpoint, tp=tp, device=args.device, dtype=args.dtype, max_batch=1) as engine:
         is_rank0 = engine.tp.rank == 0
         prompt_ids = args.prompt_ids if args.prompt_ids is not None else engine.encode(args.prompt)
         params = SamplingParams(

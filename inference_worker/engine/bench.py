@@ -145,6 +145,7 @@ def ours(paths: dict[str, str], quick: bool) -> dict:
     from .convert import convert
     from .engine import Engine
     from .requests import Request, SamplingParams
+    from .tp import cpu_weight_layout
 
     results = {}
     load = {}
@@ -162,12 +163,14 @@ def ours(paths: dict[str, str], quick: bool) -> dict:
         load[name] = min(times)
     results["load_s"] = load
 
-    engine = Engine.from_pretrained(converted, max_batch=16)
+    # Single-request latencies on an engine made for one sequence at a time (its weights are laid
+    # out for that: tp.cpu_weight_layout), the workload on one serving 16.
+    single = Engine.from_pretrained(converted, max_batch=1)
     prompt = [2] + list(range(100, 131))
     results["bandwidth"] = read_bandwidth()
 
     def decode(n: int) -> None:
-        engine.complete([Request(prompt, SamplingParams(max_tokens=n, ignore_eos=True))])
+        single.complete([Request(prompt, SamplingParams(max_tokens=n, ignore_eos=True))])
 
     results["decode_bandwidth"] = {"float32": read_bandwidth()}
     results["decode_ms"] = {"float32": per_token_ms(decode)}
@@ -175,10 +178,12 @@ def ours(paths: dict[str, str], quick: bool) -> dict:
     ttft = []
     for _ in range(3):
         start = time.perf_counter()
-        engine.complete([Request(long_prompt, SamplingParams(max_tokens=1, ignore_eos=True))])
+        single.complete([Request(long_prompt, SamplingParams(max_tokens=1, ignore_eos=True))])
         ttft.append(time.perf_counter() - start)
     results["ttft_512_ms"] = min(ttft) * 1000
+    del single
 
+    engine = Engine.from_pretrained(converted, max_batch=16)
     requests = [Request(p, SamplingParams(max_tokens=n, ignore_eos=True)) for p, n in workload(quick)]
     start = time.perf_counter()
     outputs = engine.complete(requests)
@@ -194,6 +199,11 @@ def ours(paths: dict[str, str], quick: bool) -> dict:
 
     results["decode_bandwidth"]["bfloat16"] = read_bandwidth()
     results["decode_ms"]["bfloat16"] = per_token_ms(decode_bf16)
+    results["cpu_weights"] = {
+        "float32, batch 1": cpu_weight_layout(torch.float32, 1),
+        "float32, workload": cpu_weight_layout(torch.float32, 16),
+        "bfloat16, batch 1": cpu_weight_layout(torch.bfloat16, 1),
+    }
     return results
 
 
@@ -303,7 +313,10 @@ def table(ours_r: dict, hf_r: dict, bandwidth: float, threads: int) -> str:
         f"Machine: {machine()}; {threads} threads; measured read bandwidth {bandwidth / 1e9:.1f} GB/s "
         "(best of sum and matrix-vector product over 1 GiB, measured throughout the run); "
         f"floor = weight bytes read per step ({decode_bytes('float32') / 1e6:.0f} MB fp32) / bandwidth; "
-        "'just before': the same ratio against the bandwidth measured right before that decode measurement."
+        "'just before': the same ratio against the bandwidth measured right before that decode measurement. "
+        "Our CPU weights (tp.cpu_weight_layout): "
+        + ", ".join(f"{use} {layout}" for use, layout in ours_r["cpu_weights"].items())
+        + "."
     )
     return header + "\n\n" + "\n".join(lines)
 

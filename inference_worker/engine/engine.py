@@ -131,12 +131,14 @@ class Engine:
             raise
 
     @classmethod
-    def build(cls, path: Path, tp: TensorParallel, device: torch.device, dtype: torch.dtype, **options) -> Engine:
+    def build(
+        cls, path: Path, tp: TensorParallel, device: torch.device, dtype: torch.dtype, *, max_batch: int = 16, **options
+    ) -> Engine:
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        model = load_model(path, tp, device, dtype)
+        model = load_model(path, tp, device, dtype, max_batch)
         tokenizer = OPTTokenizer.from_directory(path, model.config.bos_id) if tokenizer_files(path) else None
-        return cls(model, tokenizer, device, **options)
+        return cls(model, tokenizer, device, max_batch=max_batch, **options)
 
     def close(self) -> None:
         """Finish serving (waiting for submitted requests), then stop the ranks this engine

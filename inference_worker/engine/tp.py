@@ -184,13 +184,17 @@ def cpu_vendor() -> str:
     return ""
 
 
-def cpu_weight_layout(dtype: torch.dtype) -> str:
-    """How CPU linear weights of ``dtype`` are stored: ``"onednn"`` (packed) or ``"blas"`` (dense).
+def cpu_weight_layout(dtype: torch.dtype, max_batch: int) -> str:
+    """How CPU linear weights of ``dtype`` are stored for an engine running up to ``max_batch``
+    sequences: ``"onednn"`` (packed) or ``"blas"`` (dense).
 
-    Measured on the two development machines, batch-1 decode and prefill: MKL, Intel's BLAS,
-    reads float32 weights fastest on Intel CPUs (oneDNN 10-20% slower), but takes slow generic
-    paths elsewhere (17-30 GB/s where oneDNN reads 64 on the AMD EPYC). oneDNN's bfloat16 kernels
-    beat MKL's on both. ``GATEHOUSE_CPU_WEIGHTS=onednn|blas`` overrides the choice.
+    Measured on the two development machines: oneDNN's kernels are the faster for batched steps
+    and prefill everywhere, and for everything on AMD, where MKL (Intel's BLAS, what ``F.linear``
+    and ``torch.mv`` call) takes slow generic paths (17-30 GB/s where oneDNN reads 64). On Intel,
+    MKL's float32 matrix-vector product decodes a single sequence about 10% faster than oneDNN,
+    whose GEMMs serve batches 10-20% faster: so an engine for one sequence at a time gets MKL
+    there, as oneDNN's own batch-size hint picks a layout for the batches to come.
+    ``GATEHOUSE_CPU_WEIGHTS=onednn|blas`` overrides the choice.
     """
     forced = os.environ.get("GATEHOUSE_CPU_WEIGHTS", "")
     if forced not in ("", "onednn", "blas"):
@@ -199,7 +203,8 @@ def cpu_weight_layout(dtype: torch.dtype) -> str:
         return "blas"
     if forced:
         return forced
-    return "blas" if dtype == torch.float32 and cpu_vendor() == "GenuineIntel" else "onednn"
+    single = max_batch == 1 and dtype == torch.float32 and cpu_vendor() == "GenuineIntel"
+    return "blas" if single else "onednn"
 
 
 def _packed(weight: torch.Tensor) -> torch.Tensor:
@@ -217,8 +222,9 @@ def _for_blas(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().clone()
 
 
-def pack_for_cpu(model: nn.Module) -> None:
-    """Lay out every CPU linear weight for the kernels ``cpu_weight_layout`` picks.
+def pack_for_cpu(model: nn.Module, max_batch: int) -> None:
+    """Lay out every CPU linear weight for the kernels ``cpu_weight_layout`` picks for batches of
+    up to ``max_batch`` sequences.
 
     Batch-1 decode is matrix-vector products bound by memory bandwidth, and the layout decides
     how much of it a kernel uses. Packed oneDNN weights are opaque tensors that only ``linear``
@@ -230,14 +236,14 @@ def pack_for_cpu(model: nn.Module) -> None:
         if isinstance(module, (ColumnParallelLinear, RowParallelLinear)):
             weight = module.weight
             if weight.device.type == "cpu":
-                layout = cpu_weight_layout(weight.dtype)
+                layout = cpu_weight_layout(weight.dtype, max_batch)
                 relaid = _packed(weight) if layout == "onednn" else _for_blas(weight)
                 module.weight = nn.Parameter(relaid, requires_grad=False)
                 owned.add(id(module.weight))
         elif isinstance(module, VocabParallelEmbedding):
             weight = module.weight
             if weight.device.type == "cpu":
-                if cpu_weight_layout(weight.dtype) == "onednn":
+                if cpu_weight_layout(weight.dtype, max_batch) == "onednn":
                     module.head = _packed(weight)
                 else:  # lookups read a column-major table as well
                     module.weight = nn.Parameter(_for_blas(weight), requires_grad=False)

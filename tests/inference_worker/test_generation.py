@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from inference_worker.engine import Engine, Request, SamplingParams
+from inference_worker.engine import tp as tp_module
 
 from .conftest import PROMPTS, hf_greedy, random_hf_model, save_hf
 
@@ -27,6 +28,15 @@ def test_greedy_tokens_match_transformers(variant, hf_models, hf_dirs):
     engine = Engine.from_pretrained(hf_dirs[variant])
     expected = [hf_greedy(hf_models[variant], p, 20) for p in PROMPTS]
     assert engine.generate(PROMPTS, max_new_tokens=20) == expected
+
+
+def test_an_engine_for_one_sequence_on_intel_keeps_dense_weights_and_the_same_tokens(hf_models, hf_dirs, monkeypatch):
+    monkeypatch.delenv("GATEHOUSE_CPU_WEIGHTS", raising=False)
+    monkeypatch.setattr(tp_module, "cpu_vendor", lambda: "GenuineIntel")
+    single = Engine.from_pretrained(hf_dirs["pre_ln"], max_batch=1)
+    assert not single.model.layers[0].mlp.fc1.weight.is_mkldnn
+    expected = [hf_greedy(hf_models["pre_ln"], p, 20) for p in PROMPTS]
+    assert single.generate(PROMPTS, max_new_tokens=20) == expected
 
 
 def test_continuous_batching_gives_each_request_its_solo_result(engine, small_batch_engine):

@@ -75,19 +75,20 @@ def test_left_padded_rows_equal_each_prompt_alone(variant, hf_dirs):
     assert relative_error(together[0, 3:], alone[0]) < 1e-5
 
 
-def test_cpu_weight_layout_uses_blas_for_float32_on_intel_only(monkeypatch):
+def test_cpu_weight_layout_uses_blas_only_for_single_float32_sequences_on_intel(monkeypatch):
     monkeypatch.delenv("GATEHOUSE_CPU_WEIGHTS", raising=False)
     if not onednn_packs(torch.bfloat16):
         pytest.skip("this PyTorch build or CPU has no oneDNN bfloat16 kernels")
     monkeypatch.setattr(tp_module, "cpu_vendor", lambda: "GenuineIntel")
-    assert cpu_weight_layout(torch.float32) == "blas"
-    assert cpu_weight_layout(torch.bfloat16) == "onednn"
+    assert cpu_weight_layout(torch.float32, max_batch=1) == "blas"
+    assert cpu_weight_layout(torch.float32, max_batch=16) == "onednn"
+    assert cpu_weight_layout(torch.bfloat16, max_batch=1) == "onednn"
     monkeypatch.setattr(tp_module, "cpu_vendor", lambda: "AuthenticAMD")
-    assert cpu_weight_layout(torch.float32) == "onednn"
-    assert cpu_weight_layout(torch.float16) == "blas"  # oneDNN has no float16 linear here
+    assert cpu_weight_layout(torch.float32, max_batch=1) == "onednn"
+    assert cpu_weight_layout(torch.float16, max_batch=1) == "blas"  # oneDNN has no float16 linear here
 
 
 def test_cpu_weight_layout_rejects_an_unknown_override(monkeypatch):
     monkeypatch.setenv("GATEHOUSE_CPU_WEIGHTS", "fast")
     with pytest.raises(ValueError, match="GATEHOUSE_CPU_WEIGHTS must be 'onednn' or 'blas'"):
-        cpu_weight_layout(torch.float32)
+        cpu_weight_layout(torch.float32, max_batch=1)

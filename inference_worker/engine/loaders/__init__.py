@@ -54,8 +54,11 @@ def read_local_state(source: TensorSource, tp: TensorParallel) -> dict[str, torc
     return state
 
 
-def load_model(path: Path, tp: TensorParallel, device: torch.device, dtype: torch.dtype) -> OPT:
-    """Build the model on the meta device, then assign this rank's weights to it."""
+def load_model(
+    path: Path, tp: TensorParallel, device: torch.device, dtype: torch.dtype, max_batch: int = 16
+) -> OPT:
+    """Build the model on the meta device, then assign this rank's weights to it, laid out for
+    batches of up to ``max_batch`` sequences (``tp.pack_for_cpu``)."""
     path = Path(path)
     if converted_degree(path) == tp.world:
         config = read_config(path)
@@ -69,7 +72,7 @@ def load_model(path: Path, tp: TensorParallel, device: torch.device, dtype: torc
     state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     del state  # the model holds the tensors now, so each packed weight frees its old copy
-    pack_for_cpu(model)
+    pack_for_cpu(model, max_batch)
     return model.eval().requires_grad_(False)
 
 
