@@ -200,9 +200,9 @@ def ours(paths: dict[str, str], quick: bool) -> dict:
     results["decode_bandwidth"]["bfloat16"] = read_bandwidth()
     results["decode_ms"]["bfloat16"] = per_token_ms(decode_bf16)
     results["cpu_weights"] = {
-        "float32, batch 1": cpu_weight_layout(torch.float32, 1),
-        "float32, workload": cpu_weight_layout(torch.float32, 16),
-        "bfloat16, batch 1": cpu_weight_layout(torch.bfloat16, 1),
+        "float32 batch 1": cpu_weight_layout(torch.float32, 1),
+        "float32 workload": cpu_weight_layout(torch.float32, 16),
+        "bfloat16 batch 1": cpu_weight_layout(torch.bfloat16, 1),
     }
     return results
 
@@ -315,7 +315,7 @@ def table(ours_r: dict, hf_r: dict, bandwidth: float, threads: int) -> str:
         f"floor = weight bytes read per step ({decode_bytes('float32') / 1e6:.0f} MB fp32) / bandwidth; "
         "'just before': the same ratio against the bandwidth measured right before that decode measurement. "
         "Our CPU weights (tp.cpu_weight_layout): "
-        + ", ".join(f"{use} {layout}" for use, layout in ours_r["cpu_weights"].items())
+        + "; ".join(f"{use}: {layout}" for use, layout in ours_r["cpu_weights"].items())
         + "."
     )
     return header + "\n\n" + "\n".join(lines)
