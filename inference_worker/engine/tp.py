@@ -190,9 +190,10 @@ def cpu_weight_layout(dtype: torch.dtype, max_batch: int) -> str:
     """How CPU linear weights of ``dtype`` are stored for an engine running up to ``max_batch``
     sequences: ``"onednn"`` (packed) or ``"blas"`` (dense).
 
-    Measured on the two development machines: oneDNN's kernels are the faster for batched steps
-    and prefill everywhere, and for everything on AMD, where MKL (Intel's BLAS, what ``F.linear``
-    and ``torch.mv`` call) takes slow generic paths (17-30 GB/s where oneDNN reads 64). On Intel,
+    Measured on the development machines: oneDNN's kernels are the faster for batched steps and
+    prefill everywhere, and for everything on AMD, where MKL (Intel's BLAS, what ``F.linear`` and
+    ``torch.mv`` call) takes slow generic paths (17-30 GB/s where oneDNN reads 64 on an AVX-512
+    EPYC; on an AVX2-only one oneDNN still reads the LM head fastest). On Intel,
     MKL's float32 matrix-vector product decodes a single sequence about 10% faster than oneDNN,
     whose GEMMs serve batches 10-20% faster: so an engine for one sequence at a time gets MKL
     there, as oneDNN's own batch-size hint picks a layout for the batches to come.
