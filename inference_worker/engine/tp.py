@@ -19,6 +19,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from . import native
+
 
 @dataclass(frozen=True, eq=False)
 class TensorParallel:
@@ -149,21 +151,22 @@ def exit_rank(code: int) -> NoReturn:
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``x @ weight.T + bias``, for a dense weight or one packed by ``pack_for_cpu``.
+    """``x @ weight.T + bias``, for a weight laid out by ``pack_for_cpu`` (or left dense).
 
-    A single row with a dense float32 CPU weight goes through BLAS's matrix-vector product, which
-    reads column-major weights fastest. Other dtypes take ``F.linear``: dense bfloat16 weights are
-    only left where oneDNN has no bfloat16 kernels, and there ``torch.mv`` read them at 1.4-2.1 GB/s
-    against ``F.linear``'s 13-19 (AMD EPYC with AVX2 only)."""
+    On the CPU a single row with a dense weight goes through our matrix-vector kernel
+    (``native.gemv``) where it is built; other dense rows through oneDNN, which takes dense
+    weights as well (as fast as packed ones for a prefill's GEMMs), where it has the dtype."""
     if weight.is_mkldnn:
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    if x.device.type == "cpu" and weight.dtype == torch.float32 and x.numel() == x.shape[-1]:
-        vector = x.reshape(-1)
-        y = torch.mv(weight, vector) if bias is None else torch.addmv(bias, weight, vector)
-        return y.view(*x.shape[:-1], weight.shape[0])
+    if x.device.type == "cpu":
+        if x.numel() == x.shape[-1] and weight.is_contiguous() and native.gemv_available(weight.dtype):
+            return native.gemv(x, weight, bias)
+        if onednn_packs(weight.dtype):
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
 
 
+@functools.cache
 def onednn_packs(dtype: torch.dtype) -> bool:
     """Whether this PyTorch build's oneDNN has CPU linear kernels for ``dtype``."""
     if not torch.backends.mkldnn.is_available():
@@ -173,41 +176,25 @@ def onednn_packs(dtype: torch.dtype) -> bool:
     return dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-@functools.cache
-def cpu_vendor() -> str:
-    """The CPU's vendor id (``GenuineIntel``, ``AuthenticAMD``...), or "" where it cannot be read."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
 def cpu_weight_layout(dtype: torch.dtype, max_batch: int) -> str:
     """How CPU linear weights of ``dtype`` are stored for an engine running up to ``max_batch``
-    sequences: ``"onednn"`` (packed) or ``"blas"`` (dense).
+    sequences: ``"onednn"`` (packed) or ``"dense"`` (row-major).
 
-    Measured on the development machines: oneDNN's kernels are the faster for batched steps and
-    prefill everywhere, and for everything on AMD, where MKL (Intel's BLAS, what ``F.linear`` and
-    ``torch.mv`` call) takes slow generic paths (17-30 GB/s where oneDNN reads 64 on an AVX-512
-    EPYC; on an AVX2-only one oneDNN still reads the LM head fastest). On Intel,
-    MKL's float32 matrix-vector product decodes a single sequence about 10% faster than oneDNN,
-    whose GEMMs serve batches 10-20% faster: so an engine for one sequence at a time gets MKL
-    there, as oneDNN's own batch-size hint picks a layout for the batches to come.
-    ``GATEHOUSE_CPU_WEIGHTS=onednn|blas`` overrides the choice.
+    Measured on the development machines: oneDNN's packed kernels are the fastest for batched
+    steps and prefill everywhere (MKL, what ``F.linear`` calls, takes slow generic paths on AMD).
+    A one-sequence decode step is matrix-vector products bound by memory bandwidth, and there our
+    own kernel on dense weights reads them faster than oneDNN (1.07x the measured bandwidth's
+    floor against 1.59x, AMD EPYC with AVX-512), so an engine for one sequence at a time gets
+    dense weights where the kernel builds. ``GATEHOUSE_CPU_WEIGHTS=onednn|dense`` overrides.
     """
     forced = os.environ.get("GATEHOUSE_CPU_WEIGHTS", "")
-    if forced not in ("", "onednn", "blas"):
-        raise ValueError(f"GATEHOUSE_CPU_WEIGHTS must be 'onednn' or 'blas', not {forced!r}")
+    if forced not in ("", "onednn", "dense"):
+        raise ValueError(f"GATEHOUSE_CPU_WEIGHTS must be 'onednn' or 'dense', not {forced!r}")
     if not onednn_packs(dtype):
-        return "blas"
+        return "dense"
     if forced:
         return forced
-    single = max_batch == 1 and dtype == torch.float32 and cpu_vendor() == "GenuineIntel"
-    return "blas" if single else "onednn"
+    return "dense" if max_batch == 1 and native.gemv_available(dtype) else "onednn"
 
 
 def _packed(weight: torch.Tensor) -> torch.Tensor:
@@ -216,46 +203,30 @@ def _packed(weight: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
 
 
-def _for_blas(weight: torch.Tensor) -> torch.Tensor:
-    # Tall float32 weights (q/k/v, fc1, the LM head) column-major: MKL's matrix-vector product
-    # streams their long columns faster (on the Intel machine 10-11 GB/s became 17-25 GB/s);
-    # square and wide ones, and bfloat16, read as fast or faster row-major.
-    if weight.dtype == torch.float32 and weight.shape[0] > weight.shape[1]:
-        return weight.detach().t().contiguous().t()
-    return weight.detach().clone()
-
-
 def pack_for_cpu(model: nn.Module, max_batch: int) -> None:
     """Lay out every CPU linear weight for the kernels ``cpu_weight_layout`` picks for batches of
     up to ``max_batch`` sequences.
 
-    Batch-1 decode is matrix-vector products bound by memory bandwidth, and the layout decides
-    how much of it a kernel uses. Packed oneDNN weights are opaque tensors that only ``linear``
-    reads, so the embedding keeps its dense table for lookups and the tied LM head gets a packed
-    copy (``head``); for BLAS the table itself is relaid, as lookups read either layout.
+    Packed oneDNN weights are opaque tensors that only ``linear`` reads, so with them the
+    embedding keeps its dense table for lookups and the tied LM head gets a packed copy
+    (``head``); dense weights serve both.
     """
     owned = set()
     for module in model.modules():
         if isinstance(module, (ColumnParallelLinear, RowParallelLinear)):
             weight = module.weight
-            if weight.device.type == "cpu":
-                layout = cpu_weight_layout(weight.dtype, max_batch)
-                relaid = _packed(weight) if layout == "onednn" else _for_blas(weight)
-                module.weight = nn.Parameter(relaid, requires_grad=False)
+            if weight.device.type == "cpu" and cpu_weight_layout(weight.dtype, max_batch) == "onednn":
+                module.weight = nn.Parameter(_packed(weight), requires_grad=False)
                 owned.add(id(module.weight))
         elif isinstance(module, VocabParallelEmbedding):
             weight = module.weight
-            if weight.device.type == "cpu":
-                if cpu_weight_layout(weight.dtype, max_batch) == "onednn":
-                    module.head = _packed(weight)
-                else:  # lookups read a column-major table as well
-                    module.weight = nn.Parameter(_for_blas(weight), requires_grad=False)
-                    owned.add(id(module.weight))
-    # Loaders map checkpoint files, and a mapping lives as long as any tensor views it: own the
-    # other tensors too, or a few biases would keep the whole file mapped beside the copies.
+            if weight.device.type == "cpu" and cpu_weight_layout(weight.dtype, max_batch) == "onednn":
+                module.head = _packed(weight)
+    # Loaders map checkpoint files, and a mapping lives as long as any tensor views it: own every
+    # other tensor too, or a few biases would keep the whole file mapped beside the copies.
     for parameter in model.parameters():
         if id(parameter) not in owned and parameter.device.type == "cpu":
-            parameter.data = parameter.data.clone()
+            parameter.data = parameter.data.contiguous().clone()
 
 
 class ColumnParallelLinear(nn.Module):

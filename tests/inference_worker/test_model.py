@@ -37,7 +37,7 @@ def test_hf_config_round_trips():
         assert OPTConfig.from_hf_dict(preset.to_hf_dict()) == preset
 
 
-@pytest.mark.parametrize("layout", ["onednn", "blas"])
+@pytest.mark.parametrize("layout", ["onednn", "dense"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_logits_match_transformers_on_a_left_padded_batch(variant, layout, hf_models, hf_dirs, monkeypatch):
     if layout == "onednn" and not onednn_packs(torch.float32):
@@ -48,9 +48,8 @@ def test_logits_match_transformers_on_a_left_padded_batch(variant, layout, hf_mo
     qkv = model.layers[0].self_attn.qkv.weight
     if layout == "onednn":
         assert qkv.is_mkldnn and model.embed_tokens.head is not None
-    else:  # tall float32 weights column-major, the embedding table too; no separate head
-        assert qkv.stride() == (1, qkv.shape[0]) and model.embed_tokens.weight.stride()[0] == 1
-        assert model.embed_tokens.head is None
+    else:  # row-major weights; the embedding table serves as the LM head
+        assert not qkv.is_mkldnn and qkv.is_contiguous() and model.embed_tokens.head is None
     ids = torch.randint(3, 1000, (3, 12), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
     mask[1, :5] = 0  # left padding
@@ -75,22 +74,25 @@ def test_left_padded_rows_equal_each_prompt_alone(variant, hf_dirs):
     assert relative_error(together[0, 3:], alone[0]) < 1e-5
 
 
-def test_cpu_weight_layout_uses_blas_only_for_single_float32_sequences_on_intel(monkeypatch):
+def test_cpu_weight_layout_packs_for_onednn_unless_one_sequence_runs_our_kernel(monkeypatch):
     monkeypatch.delenv("GATEHOUSE_CPU_WEIGHTS", raising=False)
     if not onednn_packs(torch.float32):
         pytest.skip("this PyTorch build has no oneDNN")
-    bfloat16 = "onednn" if onednn_packs(torch.bfloat16) else "blas"  # oneDNN bf16 kernels need AVX-512 BF16 or AMX
-    monkeypatch.setattr(tp_module, "cpu_vendor", lambda: "GenuineIntel")
-    assert cpu_weight_layout(torch.float32, max_batch=1) == "blas"
+    bfloat16 = "onednn" if onednn_packs(torch.bfloat16) else "dense"  # oneDNN bf16 kernels need AVX-512 BF16 or AMX
+    monkeypatch.setattr(tp_module.native, "gemv_available", lambda dtype: True)
+    assert cpu_weight_layout(torch.float32, max_batch=1) == "dense"
+    assert cpu_weight_layout(torch.bfloat16, max_batch=1) == "dense"
     assert cpu_weight_layout(torch.float32, max_batch=16) == "onednn"
-    assert cpu_weight_layout(torch.bfloat16, max_batch=1) == bfloat16
-    monkeypatch.setattr(tp_module, "cpu_vendor", lambda: "AuthenticAMD")
-    assert cpu_weight_layout(torch.float32, max_batch=1) == "onednn"
     assert cpu_weight_layout(torch.bfloat16, max_batch=16) == bfloat16
-    assert cpu_weight_layout(torch.float16, max_batch=1) == "blas"  # oneDNN has no float16 linear here
+    monkeypatch.setenv("GATEHOUSE_CPU_WEIGHTS", "onednn")
+    assert cpu_weight_layout(torch.float32, max_batch=1) == "onednn"
+    monkeypatch.delenv("GATEHOUSE_CPU_WEIGHTS")
+    monkeypatch.setattr(tp_module.native, "gemv_available", lambda dtype: False)  # no C compiler
+    assert cpu_weight_layout(torch.float32, max_batch=1) == "onednn"
+    assert cpu_weight_layout(torch.float16, max_batch=1) == "dense"  # oneDNN has no float16 linear here
 
 
 def test_cpu_weight_layout_rejects_an_unknown_override(monkeypatch):
     monkeypatch.setenv("GATEHOUSE_CPU_WEIGHTS", "fast")
-    with pytest.raises(ValueError, match="GATEHOUSE_CPU_WEIGHTS must be 'onednn' or 'blas'"):
+    with pytest.raises(ValueError, match="GATEHOUSE_CPU_WEIGHTS must be 'onednn' or 'dense'"):
         cpu_weight_layout(torch.float32, max_batch=1)

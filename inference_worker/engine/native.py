@@ -1,0 +1,183 @@
+"""Our CPU decode kernels (``cpu_kernels.c``), compiled for this machine on first use.
+
+The shared library is built with the system C compiler (``$CC``, else ``cc``) into
+``$GATEHOUSE_CACHE_DIR/native`` (default ``~/.cache/gatehouse/native``), named by a hash of
+the source, the flags, the compiler's version and the CPU's feature flags, so a later process
+on the same machine loads it without compiling. Where there is no compiler, or the build fails,
+``gemv_available`` is false, a warning says why, and the engine keeps oneDNN's kernels.
+``GATEHOUSE_NATIVE=0`` turns the kernels off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("cpu_kernels.c")
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-lm"]
+DTYPES = (torch.float32, torch.bfloat16)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("GATEHOUSE_CACHE_DIR")
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gatehouse"
+    return Path(root) / "native"
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((line for line in cpuinfo if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return ""
+
+
+def _build(compiler: str) -> Path:
+    """Compile ``cpu_kernels.c`` unless this machine's build is cached; the library's path."""
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256(
+        "\0".join([SOURCE.read_text(), " ".join(FLAGS), version, _cpu_flags(), platform.machine()]).encode()
+    ).hexdigest()[:16]
+    library = cache_dir() / f"cpu-kernels-{key}.so"
+    if library.exists():
+        return library
+    library.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename: concurrent processes never load a half-written file.
+    fd, partial = tempfile.mkstemp(dir=library.parent, suffix=".so.partial")
+    os.close(fd)
+    try:
+        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", partial], capture_output=True, text=True)
+        if result.returncode:
+            raise RuntimeError(result.stderr.strip() or f"{compiler} exited with {result.returncode}")
+        os.replace(partial, library)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return library
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    if os.environ.get("GATEHOUSE_NATIVE", "1") == "0":
+        return None
+    compiler = os.environ.get("CC") or "cc"
+    try:
+        library = ctypes.CDLL(str(_build(compiler)))
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
+        log.warning("CPU decode kernels unavailable (%s: %s); using oneDNN's", compiler, error)
+        return None
+    pointer, size, count = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    library.gemv_float32.argtypes = [pointer] * 4 + [size, size, count]
+    library.gemv_bfloat16.argtypes = [pointer] * 4 + [size, size, count, pointer]
+    library.decoder_stack_float32.argtypes = [pointer, size, size, size, size, ctypes.c_float] + [pointer] * 3 + [
+        size,
+        size,
+        size,
+        pointer,
+        count,
+    ]
+    for function in (library.gemv_float32, library.gemv_bfloat16, library.decoder_stack_float32):
+        function.restype = None
+    return library
+
+
+def gemv_available(dtype: torch.dtype) -> bool:
+    """Whether ``gemv`` can run weights of ``dtype`` here (compiling the kernels on first call)."""
+    return dtype in DTYPES and _library() is not None
+
+
+def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ weight.T + bias`` for one row ``x`` (any leading shape of size 1) and a dense
+    row-major CPU ``weight`` of the same dtype, float32 or bfloat16."""
+    rows, cols = weight.shape
+    if x.numel() != cols or x.dtype != weight.dtype or not weight.is_contiguous():
+        raise ValueError(f"gemv needs one row of {cols} and a contiguous {weight.dtype} weight")
+    library = _library()
+    x = x.contiguous()
+    if bias is not None:
+        bias = bias.contiguous()
+    bias_pointer = None if bias is None else bias.data_ptr()
+    y = torch.empty(*x.shape[:-1], rows, dtype=x.dtype)
+    threads = torch.get_num_threads()
+    if weight.dtype == torch.float32:
+        library.gemv_float32(weight.data_ptr(), x.data_ptr(), bias_pointer, y.data_ptr(), rows, cols, threads)
+    else:
+        scratch = torch.empty(cols, dtype=torch.float32)
+        library.gemv_bfloat16(
+            weight.data_ptr(), x.data_ptr(), bias_pointer, y.data_ptr(), rows, cols, threads, scratch.data_ptr()
+        )
+    return y
+
+
+def layer_parameters(layer: torch.nn.Module) -> tuple[torch.Tensor, ...]:
+    """A pre-LN ``model.DecoderLayer``'s tensors in the order ``decoder_stack`` reads them."""
+    attention, mlp = layer.self_attn, layer.mlp
+    return (
+        layer.self_attn_layer_norm.weight,
+        layer.self_attn_layer_norm.bias,
+        attention.qkv.weight,
+        attention.qkv.bias,
+        attention.out_proj.weight,
+        attention.out_proj.bias,
+        layer.final_layer_norm.weight,
+        layer.final_layer_norm.bias,
+        mlp.fc1.weight,
+        mlp.fc1.bias,
+        mlp.fc2.weight,
+        mlp.fc2.bias,
+    )
+
+
+def decoder_stack(
+    x: torch.Tensor,
+    parameters: list[tuple[torch.Tensor, ...]],
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    position: int,
+    eps: float,
+) -> None:
+    """Pre-LN OPT decoder layers (``model.DecoderLayer`` at TP 1, dense contiguous float32
+    weights, ``layer_parameters`` of each) for one new token ``x`` (hidden,) of one sequence,
+    updated in place, in one call: layer norms, q/k/v, attention over ``keys``/``values``
+    (the sequence's cache slot, (layers, heads, max_len, head_dim), written at ``position``),
+    out_proj, fc1, ReLU and fc2 with their residuals, between the barriers of one OpenMP region
+    instead of some forty PyTorch operations per layer."""
+    layers, heads, max_len, head_dim = keys.shape
+    if not 0 <= position < max_len:
+        raise IndexError(f"cache position {position} is outside the slot's {max_len}")
+    hidden = x.numel()
+    if x.dtype != torch.float32 or not x.is_contiguous() or hidden != heads * head_dim or len(parameters) != layers:
+        raise ValueError(f"decoder_stack needs a contiguous float32 x of {heads * head_dim} and {layers} layers")
+    if keys.stride() != values.stride() or keys.stride()[1:] != (max_len * head_dim, head_dim, 1):
+        raise ValueError("each layer's cache slot must be contiguous, the same in keys and values")
+    ffn = parameters[0][8].shape[0]  # fc1.weight: (ffn, hidden)
+    addresses = (ctypes.c_int64 * (layers * len(parameters[0])))(*(t.data_ptr() for p in parameters for t in p))
+    scratch = torch.empty(5 * hidden + ffn + heads * max_len)
+    _library().decoder_stack_float32(
+        x.data_ptr(),
+        layers,
+        hidden,
+        heads,
+        ffn,
+        eps,
+        addresses,
+        keys.data_ptr(),
+        values.data_ptr(),
+        keys.stride(0),
+        max_len,
+        position,
+        scratch.data_ptr(),
+        torch.get_num_threads(),
+    )

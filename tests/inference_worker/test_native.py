@@ -1,0 +1,139 @@
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from inference_worker.engine import native
+from inference_worker.engine import tp as tp_module
+from inference_worker.engine.kv_cache import CachedBatch, KVCache
+from inference_worker.engine.loaders import load_model
+from inference_worker.engine.tp import TensorParallel, cpu_weight_layout, onednn_packs
+
+from .conftest import relative_error
+
+CPU = torch.device("cpu")
+
+pytestmark = pytest.mark.skipif(not native.gemv_available(torch.float32), reason="no C compiler here")
+
+
+@pytest.fixture(params=[1, 2], ids=["1 thread", "2 threads"])
+def threads(request):
+    """Both a serial run and one whose rows are split between two OpenMP threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("rows, cols", [(64, 64), (7, 13), (50, 256), (1, 1)])
+def test_gemv_matches_a_float32_linear(rows, cols, threads):
+    generator = torch.Generator().manual_seed(rows * cols)
+    weight, bias = torch.randn(rows, cols, generator=generator), torch.randn(rows, generator=generator)
+    x = torch.randn(1, 1, cols, generator=generator)
+    y = native.gemv(x, weight, bias)
+    assert y.shape == (1, 1, rows)
+    assert relative_error(y, F.linear(x, weight, bias)) < 1e-6
+    assert relative_error(native.gemv(x[0, 0], weight), weight @ x[0, 0]) < 1e-6
+
+
+def test_gemv_rounds_bfloat16_outputs_of_float32_sums(threads):
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.randn(96, 200, generator=generator).bfloat16()
+    bias = torch.randn(96, generator=generator).bfloat16()
+    x = torch.randn(1, 200, generator=generator).bfloat16()
+    y = native.gemv(x, weight, bias)
+    exact = F.linear(x.float(), weight.float(), bias.float())
+    assert y.dtype == torch.bfloat16
+    assert ((y.float() - exact).abs() <= exact.abs() * 2**-8 + 1e-6).all()  # float32 sums, rounded once
+
+
+def test_gemv_refuses_what_it_cannot_read():
+    weight = torch.randn(8, 16)
+    with pytest.raises(ValueError, match="one row of 16"):
+        native.gemv(torch.randn(2, 16), weight)
+    with pytest.raises(ValueError, match="contiguous"):
+        native.gemv(torch.randn(8), weight.t())
+
+
+def decode_logits(model, prompt, steps):
+    """The greedy tokens fed to each decode step after a cached prefill of ``prompt``, and the
+    logits each step gives."""
+    c = model.config
+    cache = KVCache(c.n_layers, 1, c.n_heads, len(prompt) + steps, c.head_dim, torch.float32, CPU)
+    tokens = torch.tensor([prompt])
+    batch = CachedBatch.build([0], [0], len(prompt), CPU)
+    logits = model.forward_cached(tokens, torch.arange(len(prompt)).view(1, -1), cache, batch)
+    fed, steps_logits = [], []
+    for position in range(len(prompt), len(prompt) + steps):
+        token = logits[:, -1].argmax(-1).view(1, 1)
+        batch = CachedBatch.build([0], [position], 1, CPU)
+        logits = model.forward_cached(token, torch.tensor([[position]]), cache, batch)
+        fed.append(token.item())
+        steps_logits.append(logits[0, -1])
+    return fed, torch.stack(steps_logits), cache
+
+
+def test_the_native_decoder_stack_matches_pytorchs_layers_and_transformers(hf_dirs, hf_models, threads, monkeypatch):
+    monkeypatch.delenv("GATEHOUSE_CPU_WEIGHTS", raising=False)
+    model = load_model(hf_dirs["pre_ln"], TensorParallel(), CPU, torch.float32, max_batch=1)
+    prompt = [2, 31, 41, 59, 26, 53]
+    x = torch.zeros(1, 1, model.config.hidden)
+    assert model._native_decode(x, KVCache(1, 1, 1, 1, 1, torch.float32, CPU), CachedBatch.build([0], [3], 1, CPU))
+    calls = []
+    stack = native.decoder_stack
+    monkeypatch.setattr(native, "decoder_stack", lambda *args: calls.append(1) or stack(*args))
+    with torch.no_grad():
+        fed, ours, ours_cache = decode_logits(model, prompt, steps=8)
+        assert len(calls) == 8
+        monkeypatch.setattr(model, "_native_decode", lambda *args: False)
+        torch_fed, torchs, torch_cache = decode_logits(model, prompt, steps=8)
+        expected = hf_models["pre_ln"](torch.tensor([prompt + fed])).logits[0, len(prompt) :]
+    assert fed == torch_fed
+    assert relative_error(ours, torchs) < 1e-5
+    assert relative_error(ours, expected) < 1e-4
+    assert relative_error(ours_cache.k, torch_cache.k) < 1e-5 and relative_error(ours_cache.v, torch_cache.v) < 1e-5
+
+
+def test_the_decoder_stack_refuses_a_position_outside_the_cache():
+    keys = torch.zeros(1, 2, 4, 8)
+    with pytest.raises(IndexError, match="cache position 4 is outside the slot's 4"):
+        native.decoder_stack(torch.zeros(16), [()], keys, keys.clone(), 4, 1e-5)
+
+
+def test_without_a_compiler_the_engine_warns_and_keeps_onednn(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("GATEHOUSE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.delenv("GATEHOUSE_CPU_WEIGHTS", raising=False)
+    native._library.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger=native.__name__):
+            assert not native.gemv_available(torch.float32)
+        assert "CPU decode kernels unavailable" in caplog.text and "no-such-cc" in caplog.text
+        if onednn_packs(torch.float32):
+            assert cpu_weight_layout(torch.float32, max_batch=1) == "onednn"
+        x, weight = torch.randn(1, 5), torch.randn(3, 5)
+        assert relative_error(tp_module.linear(x, weight), x @ weight.T) < 1e-6
+    finally:
+        monkeypatch.undo()
+        native._library.cache_clear()
+    assert native.gemv_available(torch.float32)
+
+
+def test_the_build_is_compiled_once_per_machine_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("GATEHOUSE_CACHE_DIR", str(tmp_path))
+    first = native._build("cc")
+    assert first.parent == tmp_path / "native" and first.exists()
+    built = first.stat().st_mtime_ns
+    assert native._build("cc") == first and first.stat().st_mtime_ns == built
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no partial file left behind
+
+
+def test_gatehouse_native_0_turns_the_kernels_off(monkeypatch):
+    monkeypatch.setenv("GATEHOUSE_NATIVE", "0")
+    native._library.cache_clear()
+    try:
+        assert not native.gemv_available(torch.float32)
+    finally:
+        monkeypatch.delenv("GATEHOUSE_NATIVE")
+        native._library.cache_clear()
