@@ -3,8 +3,9 @@
  * A decode step of one sequence reads every weight once, so it is bound by memory bandwidth:
  * - gemv_*: y = W x + b, W dense and row-major. Each output is one contiguous row's dot product
  *   with x, rows split evenly between the threads, so every thread streams one block of the
- *   weights from start to end. One accumulator per row: on the AMD EPYC development machine
- *   two or four (and four rows at a time) ran faster from cache but slower from memory.
+ *   weights from start to end. One accumulator per row, 256-bit vectors (native.py's flags):
+ *   on the AVX-512 AMD EPYC development machine two or four accumulators, four rows at a time
+ *   or 512-bit vectors ran as fast or faster from cache but slower from memory.
  * - decoder_stack_float32: all pre-LN layers of one step in one OpenMP region, the products
  *   done as in gemv_float32, in place of some forty PyTorch operations per layer.
  * Compiled with -O3 -march=native -fopenmp: the compiler vectorises the reductions for the

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-lm"]
+if platform.machine() in ("x86_64", "AMD64"):
+    # 256-bit vectors even where AVX-512 is there: on the AVX-512 AMD EPYC development machine
+    # 512-bit ones streamed weights from memory 3-5% slower (1.22x the floor against 1.16-1.19x).
+    FLAGS.append("-mprefer-vector-width=256")
 DTYPES = (torch.float32, torch.bfloat16)
 
 
