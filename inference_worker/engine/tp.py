@@ -183,9 +183,9 @@ def cpu_weight_layout(dtype: torch.dtype, max_batch: int) -> str:
     Measured on the development machines: oneDNN's packed kernels are the fastest for batched
     steps and prefill everywhere (MKL, what ``F.linear`` calls, takes slow generic paths on AMD).
     A one-sequence decode step is matrix-vector products bound by memory bandwidth, and there our
-    own kernel on dense weights reads them faster than oneDNN (1.07x the measured bandwidth's
-    floor against 1.59x, AMD EPYC with AVX-512), so an engine for one sequence at a time gets
-    dense weights where the kernel builds. ``GATEHOUSE_CPU_WEIGHTS=onednn|dense`` overrides.
+    own kernel on dense weights reads them faster than oneDNN (a median 1.03-1.09x the measured
+    bandwidth's floor against 1.39-1.59x, AMD EPYC with AVX-512), so an engine for one sequence
+    at a time gets dense weights where the kernel builds. ``GATEHOUSE_CPU_WEIGHTS=onednn|dense`` overrides.
     """
     forced = os.environ.get("GATEHOUSE_CPU_WEIGHTS", "")
     if forced not in ("", "onednn", "dense"):
