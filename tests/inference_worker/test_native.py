@@ -56,17 +56,17 @@ def test_gemv_refuses_what_it_cannot_read():
         native.gemv(torch.randn(8), weight.t())
 
 
-def decode_logits(model, prompt, steps):
-    """The greedy tokens fed to each decode step after a cached prefill of ``prompt``, and the
-    logits each step gives."""
+def decode_logits(model, prompt, steps, feed=None, dtype=torch.float32):
+    """The tokens fed to each decode step after a cached prefill of ``prompt`` (greedy, or
+    ``feed``), and the logits each step gives."""
     c = model.config
-    cache = KVCache(c.n_layers, 1, c.n_heads, len(prompt) + steps, c.head_dim, torch.float32, CPU)
+    cache = KVCache(c.n_layers, 1, c.n_heads, len(prompt) + steps, c.head_dim, dtype, CPU)
     tokens = torch.tensor([prompt])
     batch = CachedBatch.build([0], [0], len(prompt), CPU)
     logits = model.forward_cached(tokens, torch.arange(len(prompt)).view(1, -1), cache, batch)
     fed, steps_logits = [], []
-    for position in range(len(prompt), len(prompt) + steps):
-        token = logits[:, -1].argmax(-1).view(1, 1)
+    for step, position in enumerate(range(len(prompt), len(prompt) + steps)):
+        token = logits[:, -1].argmax(-1).view(1, 1) if feed is None else torch.tensor([[feed[step]]])
         batch = CachedBatch.build([0], [position], 1, CPU)
         logits = model.forward_cached(token, torch.tensor([[position]]), cache, batch)
         fed.append(token.item())
@@ -137,3 +137,20 @@ def test_gatehouse_native_0_turns_the_kernels_off(monkeypatch):
     finally:
         monkeypatch.delenv("GATEHOUSE_NATIVE")
         native._library.cache_clear()
+
+
+def test_a_bfloat16_sequence_decodes_through_our_matrix_vector_kernel(hf_dirs, hf_models, monkeypatch):
+    monkeypatch.delenv("GATEHOUSE_CPU_WEIGHTS", raising=False)
+    model = load_model(hf_dirs["pre_ln"], TensorParallel(), CPU, torch.bfloat16, max_batch=1)
+    assert not model.layers[0].self_attn.qkv.weight.is_mkldnn  # dense weights, PyTorch's layers
+    calls = []
+    gemv = native.gemv
+    monkeypatch.setattr(native, "gemv", lambda *args: calls.append(1) or gemv(*args))
+    prompt, feed = [2, 31, 41, 59], [26, 53, 58, 97, 93, 23]
+    with torch.no_grad():
+        _, ours, _ = decode_logits(model, prompt, len(feed), feed=feed, dtype=torch.bfloat16)
+        expected = hf_models["pre_ln"](torch.tensor([prompt + feed])).logits[0, len(prompt) :]
+    per_step = 4 * model.config.n_layers + 1  # q/k/v, out_proj, fc1, fc2 per layer; the LM head
+    assert len(calls) == 1 + per_step * len(feed)  # the prefill's last row goes through the LM head
+    assert ours.dtype == torch.bfloat16
+    assert relative_error(ours.float(), expected) < 0.05
