@@ -97,40 +97,49 @@ enum { LN1_W, LN1_B, QKV_W, QKV_B, OUT_W, OUT_B, LN2_W, LN2_B, FC1_W, FC1_B, FC2
  * x (hidden) updated in place. params: PER_LAYER addresses per layer, in the enum's order.
  * keys/values: layer 0's cache slot, (heads, max_len, head_dim), the next layer's cache_stride
  * floats further; the new key and value are written at ``position`` and 0..position attended.
- * scratch: 5 * hidden + ffn + heads * max_len floats. One OpenMP region for the whole stack:
- * its phases are separated by barriers, each weight's rows split as in gemv_float32. */
+ * Then the final layer norm (final_w, final_b) and the LM head: logits (vocab) = head (vocab,
+ * hidden) times the normed x. scratch: 5 * hidden + ffn + heads * max_len floats.
+ * One OpenMP region for the whole step: its phases are separated by barriers, each weight's
+ * rows split as in gemv_float32. */
 void decoder_stack_float32(float *restrict x, int64_t layers, int64_t hidden, int64_t heads, int64_t ffn,
                            float eps, const int64_t *params, float *keys, float *values,
-                           int64_t cache_stride, int64_t max_len, int64_t position, float *scratch,
-                           int threads) {
+                           int64_t cache_stride, int64_t max_len, int64_t position, const float *final_w,
+                           const float *final_b, const float *head, int64_t vocab, float *restrict logits,
+                           float *scratch, int threads) {
     const int64_t head_dim = hidden / heads;
     float *h = scratch, *qkv = h + hidden, *attn = qkv + 3 * hidden, *f = attn + hidden, *scores = f + ffn;
 #pragma omp parallel num_threads(threads)
-    for (int64_t layer = 0; layer < layers; layer++) {
-        const float *const *w = (const float *const *)(params + layer * PER_LAYER);
-        float *k_slot = keys + layer * cache_stride, *v_slot = values + layer * cache_stride;
+    {
+        for (int64_t layer = 0; layer < layers; layer++) {
+            const float *const *w = (const float *const *)(params + layer * PER_LAYER);
+            float *k_slot = keys + layer * cache_stride, *v_slot = values + layer * cache_stride;
 #pragma omp single
-        layer_norm(x, w[LN1_W], w[LN1_B], h, hidden, eps);
+            layer_norm(x, w[LN1_W], w[LN1_B], h, hidden, eps);
 #pragma omp for schedule(static)
-        for (int64_t r = 0; r < 3 * hidden; r++) qkv[r] = dot(w[QKV_W] + r * hidden, h, hidden) + w[QKV_B][r];
+            for (int64_t r = 0; r < 3 * hidden; r++) qkv[r] = dot(w[QKV_W] + r * hidden, h, hidden) + w[QKV_B][r];
 #pragma omp for schedule(static)
-        for (int64_t head = 0; head < heads; head++) { /* qkv: q, k, v, each heads x head_dim */
-            float *k = k_slot + head * max_len * head_dim, *v = v_slot + head * max_len * head_dim;
-            memcpy(k + position * head_dim, qkv + hidden + head * head_dim, head_dim * sizeof(float));
-            memcpy(v + position * head_dim, qkv + 2 * hidden + head * head_dim, head_dim * sizeof(float));
-            attend(qkv + head * head_dim, k, v, position + 1, head_dim, scores + head * max_len,
-                   attn + head * head_dim);
-        }
+            for (int64_t head = 0; head < heads; head++) { /* qkv: q, k, v, each heads x head_dim */
+                float *k = k_slot + head * max_len * head_dim, *v = v_slot + head * max_len * head_dim;
+                memcpy(k + position * head_dim, qkv + hidden + head * head_dim, head_dim * sizeof(float));
+                memcpy(v + position * head_dim, qkv + 2 * hidden + head * head_dim, head_dim * sizeof(float));
+                attend(qkv + head * head_dim, k, v, position + 1, head_dim, scores + head * max_len,
+                       attn + head * head_dim);
+            }
 #pragma omp for schedule(static)
-        for (int64_t r = 0; r < hidden; r++) x[r] += dot(w[OUT_W] + r * hidden, attn, hidden) + w[OUT_B][r];
+            for (int64_t r = 0; r < hidden; r++) x[r] += dot(w[OUT_W] + r * hidden, attn, hidden) + w[OUT_B][r];
 #pragma omp single
-        layer_norm(x, w[LN2_W], w[LN2_B], h, hidden, eps);
+            layer_norm(x, w[LN2_W], w[LN2_B], h, hidden, eps);
 #pragma omp for schedule(static)
-        for (int64_t r = 0; r < ffn; r++) {
-            const float y = dot(w[FC1_W] + r * hidden, h, hidden) + w[FC1_B][r];
-            f[r] = y > 0.0f ? y : 0.0f;
+            for (int64_t r = 0; r < ffn; r++) {
+                const float y = dot(w[FC1_W] + r * hidden, h, hidden) + w[FC1_B][r];
+                f[r] = y > 0.0f ? y : 0.0f;
+            }
+#pragma omp for schedule(static)
+            for (int64_t r = 0; r < hidden; r++) x[r] += dot(w[FC2_W] + r * ffn, f, ffn) + w[FC2_B][r];
         }
+#pragma omp single
+        layer_norm(x, final_w, final_b, h, hidden, eps);
 #pragma omp for schedule(static)
-        for (int64_t r = 0; r < hidden; r++) x[r] += dot(w[FC2_W] + r * ffn, f, ffn) + w[FC2_B][r];
+        for (int64_t r = 0; r < vocab; r++) logits[r] = dot(head + r * hidden, h, hidden);
     }
 }

@@ -101,44 +101,63 @@ class OPT(nn.Module):
         )
         self._native_parameters: list[tuple[torch.Tensor, ...]] | None = None
 
-    def _decode(self, tokens, positions, cache, batch, mask) -> torch.Tensor:
+    def _embed(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         x = self.embed_tokens(tokens)  # (B, T, word_embed_dim)
         if self.project_in is not None:
             x = self.project_in(x)
-        x = x + self.embed_positions(positions + self.config.position_offset)  # (B, T, C)
-        if self._native_decode(x, cache, batch):
-            if self._native_parameters is None:  # the Parameter objects, so reassigned .data is seen
-                self._native_parameters = [native.layer_parameters(layer) for layer in self.layers]
-            slot, position = batch.slot_block.start, batch.same_single_position
-            keys, values = cache.k[:, slot], cache.v[:, slot]
-            native.decoder_stack(x, self._native_parameters, keys, values, position, self.config.layer_norm_eps)
-        else:
-            for i, layer in enumerate(self.layers):
-                x = layer(x, i, cache, batch, mask)
+        return x + self.embed_positions(positions + self.config.position_offset)  # (B, T, C)
+
+    def _decode(self, tokens, positions, cache, batch, mask) -> torch.Tensor:
+        x = self._embed(tokens, positions)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, i, cache, batch, mask)
         if self.final_layer_norm is not None:
             x = self.final_layer_norm(x)
         if self.project_out is not None:
             x = self.project_out(x)
         return x
 
-    def _native_decode(self, x: torch.Tensor, cache: KVCache | None, batch: CachedBatch | None) -> bool:
-        """Whether the layers run as one call of our C kernel (``native.decoder_stack``): one new
-        token of one sequence on the CPU, float32 pre-LN at TP 1, with dense weights. There the
-        step is bound by reading the weights, and the forty-odd PyTorch operations of each layer
-        added 0.6-1.5 ms to steps of 7-14 ms (opt-125m, AMD EPYC)."""
+    def _native_decode(self, tokens: torch.Tensor, cache: KVCache | None, batch: CachedBatch | None) -> bool:
+        """Whether the step runs as one call of our C kernel (``native.decoder_stack``): one new
+        token of one sequence on the CPU, a float32 pre-LN model with its final layer norm and
+        without projections, at TP 1, with dense weights. There the step is bound by reading the weights, and the forty-odd
+        PyTorch operations of each layer added 0.6-1.5 ms to steps of 7-14 ms (opt-125m, AMD
+        EPYC)."""
         qkv = self.layers[0].self_attn.qkv.weight
+        head = self.embed_tokens.weight
         return (
             cache is not None
-            and x.shape[:2] == (1, 1)
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
+            and tokens.shape == (1, 1)
+            and head.device.type == "cpu"
+            and head.dtype == torch.float32
             and self.config.pre_layer_norm
+            and self.final_layer_norm is not None
+            and self.project_out is None
             and self.tp.world == 1
             and batch.same_single_position is not None
             and not qkv.is_mkldnn
             and qkv.is_contiguous()
+            and head.is_contiguous()
             and native.gemv_available(torch.float32)
         )
+
+    def _native_step(self, tokens, positions, cache: KVCache, batch: CachedBatch) -> torch.Tensor:
+        """Logits (1, 1, V) of one token through ``native.decoder_stack``: the layers, the final
+        layer norm and the LM head in one call."""
+        if self._native_parameters is None:  # the Parameter objects, so reassigned .data is seen
+            self._native_parameters = [native.layer_parameters(layer) for layer in self.layers]
+        slot = batch.slot_block.start
+        logits = native.decoder_stack(
+            self._embed(tokens, positions),
+            self._native_parameters,
+            cache.k[:, slot],
+            cache.v[:, slot],
+            batch.same_single_position,
+            self.config.layer_norm_eps,
+            (self.final_layer_norm.weight, self.final_layer_norm.bias),
+            self.embed_tokens.weight,
+        )
+        return logits.view(1, 1, -1)
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V_r) of whole sequences without a cache; ``attention_mask`` marks real
@@ -164,6 +183,8 @@ class OPT(nn.Module):
         last_only: bool = True,
     ) -> torch.Tensor:
         """Run new tokens (B, T) at ``positions`` against the cache; logits (B, T or 1, V_r)."""
+        if self._native_decode(tokens, cache, batch):
+            return self._native_step(tokens, positions, cache, batch)
         hidden = self._decode(tokens, positions, cache, batch, None)
         if last_only:
             hidden = hidden[:, -1:]

@@ -90,6 +90,11 @@ def _library() -> ctypes.CDLL | None:
         size,
         size,
         pointer,
+        pointer,
+        pointer,
+        size,
+        pointer,
+        pointer,
         count,
     ]
     for function in (library.gemv_float32, library.gemv_bfloat16, library.decoder_stack_float32):
@@ -151,13 +156,16 @@ def decoder_stack(
     values: torch.Tensor,
     position: int,
     eps: float,
-) -> None:
+    final_norm: tuple[torch.Tensor, torch.Tensor],
+    head: torch.Tensor,
+) -> torch.Tensor:
     """Pre-LN OPT decoder layers (``model.DecoderLayer`` at TP 1, dense contiguous float32
     weights, ``layer_parameters`` of each) for one new token ``x`` (hidden,) of one sequence,
     updated in place, in one call: layer norms, q/k/v, attention over ``keys``/``values``
     (the sequence's cache slot, (layers, heads, max_len, head_dim), written at ``position``),
     out_proj, fc1, ReLU and fc2 with their residuals, between the barriers of one OpenMP region
-    instead of some forty PyTorch operations per layer."""
+    instead of some forty PyTorch operations per layer; then ``final_norm`` (weight, bias) and
+    the LM head ``head`` (vocab, hidden). Returns the logits (vocab,)."""
     layers, heads, max_len, head_dim = keys.shape
     if not 0 <= position < max_len:
         raise IndexError(f"cache position {position} is outside the slot's {max_len}")
@@ -166,8 +174,11 @@ def decoder_stack(
         raise ValueError(f"decoder_stack needs a contiguous float32 x of {heads * head_dim} and {layers} layers")
     if keys.stride() != values.stride() or keys.stride()[1:] != (max_len * head_dim, head_dim, 1):
         raise ValueError("each layer's cache slot must be contiguous, the same in keys and values")
+    if any(t.dtype != torch.float32 or not t.is_contiguous() for t in (*final_norm, head)) or head.shape[1] != hidden:
+        raise ValueError(f"the final layer norm and the LM head must be contiguous float32, of width {hidden}")
     ffn = parameters[0][8].shape[0]  # fc1.weight: (ffn, hidden)
     addresses = (ctypes.c_int64 * (layers * len(parameters[0])))(*(t.data_ptr() for p in parameters for t in p))
+    logits = torch.empty(head.shape[0])
     scratch = torch.empty(5 * hidden + ffn + heads * max_len)
     _library().decoder_stack_float32(
         x.data_ptr(),
@@ -182,6 +193,12 @@ def decoder_stack(
         keys.stride(0),
         max_len,
         position,
+        final_norm[0].data_ptr(),
+        final_norm[1].data_ptr(),
+        head.data_ptr(),
+        head.shape[0],
+        logits.data_ptr(),
         scratch.data_ptr(),
         torch.get_num_threads(),
     )
+    return logits

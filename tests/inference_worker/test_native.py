@@ -78,8 +78,9 @@ def test_the_native_decoder_stack_matches_pytorchs_layers_and_transformers(hf_di
     monkeypatch.delenv("GATEHOUSE_CPU_WEIGHTS", raising=False)
     model = load_model(hf_dirs["pre_ln"], TensorParallel(), CPU, torch.float32, max_batch=1)
     prompt = [2, 31, 41, 59, 26, 53]
-    x = torch.zeros(1, 1, model.config.hidden)
-    assert model._native_decode(x, KVCache(1, 1, 1, 1, 1, torch.float32, CPU), CachedBatch.build([0], [3], 1, CPU))
+    one_token = torch.zeros(1, 1, dtype=torch.long)
+    cache, batch = KVCache(1, 1, 1, 1, 1, torch.float32, CPU), CachedBatch.build([0], [3], 1, CPU)
+    assert model._native_decode(one_token, cache, batch)
     calls = []
     stack = native.decoder_stack
     monkeypatch.setattr(native, "decoder_stack", lambda *args: calls.append(1) or stack(*args))
@@ -98,7 +99,7 @@ def test_the_native_decoder_stack_matches_pytorchs_layers_and_transformers(hf_di
 def test_the_decoder_stack_refuses_a_position_outside_the_cache():
     keys = torch.zeros(1, 2, 4, 8)
     with pytest.raises(IndexError, match="cache position 4 is outside the slot's 4"):
-        native.decoder_stack(torch.zeros(16), [()], keys, keys.clone(), 4, 1e-5)
+        native.decoder_stack(torch.zeros(16), [()], keys, keys.clone(), 4, 1e-5, (), torch.zeros(3, 16))
 
 
 def test_without_a_compiler_the_engine_warns_and_keeps_onednn(tmp_path, monkeypatch, caplog):
