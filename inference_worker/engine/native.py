@@ -113,6 +113,10 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     rows, cols = weight.shape
     if x.numel() != cols or x.dtype != weight.dtype or not weight.is_contiguous():
         raise ValueError(f"gemv needs one row of {cols} and a contiguous {weight.dtype} weight")
+    if bias is not None and (bias.dtype != weight.dtype or bias.numel() != rows):
+        raise ValueError(f"gemv needs a {weight.dtype} bias of {rows}")
+    if not (x.device.type == weight.device.type == "cpu") or (bias is not None and bias.device.type != "cpu"):
+        raise ValueError("gemv runs on CPU tensors only")
     library = _library()
     x = x.contiguous()
     if bias is not None:
@@ -131,9 +135,13 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
 
 
 def layer_parameters(layer: torch.nn.Module) -> tuple[torch.Tensor, ...]:
-    """A pre-LN ``model.DecoderLayer``'s tensors in the order ``decoder_stack`` reads them."""
+    """A pre-LN ``model.DecoderLayer``'s tensors in the order ``decoder_stack`` reads them,
+    checked once here: the kernel reads them through raw addresses."""
     attention, mlp = layer.self_attn, layer.mlp
-    return (
+    hidden, ffn = attention.out_proj.weight.shape[0], mlp.fc1.weight.shape[0]
+    shapes = [(hidden,)] * 2 + [(3 * hidden, hidden), (3 * hidden,), (hidden, hidden), (hidden,)]
+    shapes += [(hidden,)] * 2 + [(ffn, hidden), (ffn,), (hidden, ffn), (hidden,)]
+    tensors = (
         layer.self_attn_layer_norm.weight,
         layer.self_attn_layer_norm.bias,
         attention.qkv.weight,
@@ -147,6 +155,16 @@ def layer_parameters(layer: torch.nn.Module) -> tuple[torch.Tensor, ...]:
         mlp.fc2.weight,
         mlp.fc2.bias,
     )
+    for tensor, shape in zip(tensors, shapes):
+        if not (
+            tensor is not None
+            and tensor.shape == shape
+            and tensor.dtype == torch.float32
+            and tensor.device.type == "cpu"
+            and tensor.is_contiguous()
+        ):
+            raise ValueError(f"decoder_stack needs dense contiguous float32 CPU tensors of shapes {shapes}")
+    return tensors
 
 
 def decoder_stack(

@@ -54,6 +54,17 @@ def test_gemv_refuses_what_it_cannot_read():
         native.gemv(torch.randn(2, 16), weight)
     with pytest.raises(ValueError, match="contiguous"):
         native.gemv(torch.randn(8), weight.t())
+    with pytest.raises(ValueError, match="a torch.float32 bias of 8"):
+        native.gemv(torch.randn(16), weight, torch.randn(8).bfloat16())
+
+
+def test_layer_parameters_are_checked_before_the_kernel_reads_their_addresses(hf_dirs):
+    model = load_model(hf_dirs["pre_ln"], TensorParallel(), CPU, torch.float32, max_batch=1)
+    layer = model.layers[0]
+    assert len(native.layer_parameters(layer)) == 12
+    layer.mlp.fc2.weight = torch.nn.Parameter(layer.mlp.fc2.weight.t().contiguous().t())  # column-major
+    with pytest.raises(ValueError, match="dense contiguous float32 CPU tensors"):
+        native.layer_parameters(layer)
 
 
 def decode_logits(model, prompt, steps, feed=None, dtype=torch.float32):
