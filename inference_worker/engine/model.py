@@ -120,9 +120,9 @@ class OPT(nn.Module):
     def _native_decode(self, tokens: torch.Tensor, cache: KVCache | None, batch: CachedBatch | None) -> bool:
         """Whether the step runs as one call of our C kernel (``native.decoder_stack``): one new
         token of one sequence on the CPU, a float32 pre-LN model with its final layer norm and
-        without projections, at TP 1, with dense weights. There the step is bound by reading the weights, and the forty-odd
-        PyTorch operations of each layer added 0.6-1.5 ms to steps of 7-14 ms (opt-125m, AMD
-        EPYC)."""
+        without projections, at TP 1, with dense weights. There the step is bound by reading the
+        weights, and the forty-odd PyTorch operations of each layer added 0.6-1.5 ms to steps of
+        7-14 ms (opt-125m, AMD EPYC)."""
         qkv = self.layers[0].self_attn.qkv.weight
         head = self.embed_tokens.weight
         return (

@@ -85,18 +85,10 @@ def _library() -> ctypes.CDLL | None:
     pointer, size, count = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     library.gemv_float32.argtypes = [pointer] * 4 + [size, size, count]
     library.gemv_bfloat16.argtypes = [pointer] * 4 + [size, size, count, pointer]
-    library.decoder_stack_float32.argtypes = [pointer, size, size, size, size, ctypes.c_float] + [pointer] * 3 + [
-        size,
-        size,
-        size,
-        pointer,
-        pointer,
-        pointer,
-        size,
-        pointer,
-        pointer,
-        count,
-    ]
+    library.decoder_stack_float32.argtypes = (
+        [pointer, size, size, size, size, ctypes.c_float, pointer, pointer, pointer, size, size, size]
+        + [pointer, pointer, pointer, size, pointer, pointer, count]  # final norm, head, logits, scratch
+    )
     for function in (library.gemv_float32, library.gemv_bfloat16, library.decoder_stack_float32):
         function.restype = None
     return library
