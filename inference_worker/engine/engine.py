@@ -115,12 +115,7 @@ class Engine:
             device = _rank_device(device, 0)
             store = rendezvous(0, tp, "127.0.0.1", port)
             followers.wait_for(store, "connecting")  # the group is only made with ranks known to be alive
-            try:
-                group = connect(device, 0, tp, store)
-            except RuntimeError:  # a follower that died while connecting leaves gloo waiting for it
-                if followers.exited(wait=5.0):
-                    raise followers.error() from None
-                raise
+            group = followers.while_alive(lambda: connect(device, 0, tp, store))
             engine = cls.build(path, group, device, dtype, followers=followers, **options)
             followers.wait_for(store, "loaded")
             return engine

@@ -8,9 +8,9 @@ Followers run ``python -m inference_worker.engine.follower`` with RANK, WORLD_SI
 Rank 0 fails fast when a follower dies: a thread per follower waits for its process, and the
 first unexpected exit is recorded (with the tail of its stderr) and kills the other followers,
 which breaks any collective rank 0 is blocked in. Start-up waits on the followers' progress
-through the rendezvous store (``announce`` / ``Followers.wait_for``), not on timers; only a
-follower dying inside gloo's own group set-up is noticed when that set-up gives up
-(``tp.CONNECT_TIMEOUT``).
+through the rendezvous store (``announce`` / ``Followers.wait_for``), not on timers, and gloo's
+group set-up runs beside the watch (``Followers.while_alive``), so a follower dying inside it is
+noticed at once too.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding inference_worker/
 _STDERR_TAIL = 4000  # characters of a dead follower's stderr quoted in the error
+T = TypeVar("T")
 
 
 class RankExited(RuntimeError):
@@ -146,6 +147,33 @@ class Followers:
         while not store.check(keys):
             if self.exited(wait=0.05):
                 raise self.error()
+
+    def while_alive(self, call: Callable[[], T]) -> T:
+        """``call()``'s result, raising as soon as a follower exits instead of waiting for ``call``.
+
+        ``call`` runs in a daemon thread: a blocking set-up such as gloo's cannot be interrupted, so
+        once a follower has died it is left to give up by itself (``tp.CONNECT_TIMEOUT``).
+        """
+        outcome: dict = {}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                outcome["result"] = call()
+            except BaseException as error:  # handed to the waiting thread below
+                outcome["error"] = error
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="tp-set-up", daemon=True).start()
+        while not done.wait(0.05):
+            if self.exited():
+                raise self.error()
+        if "error" in outcome:
+            if self.exited(wait=5.0):  # the call failed because a follower is dying; say why
+                raise self.error() from None
+            raise outcome["error"]
+        return outcome["result"]
 
     # -- commands -----------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from inference_worker.engine import Engine, Request, SamplingParams
+from inference_worker.engine import engine as engine_module
 from inference_worker.engine import tp as tp_module
 from inference_worker.engine.convert import convert
 from inference_worker.engine.loaders.converted import rank_file
@@ -24,7 +25,7 @@ from .conftest import PROMPTS
 DEADLINE = 120  # seconds
 
 
-def within_deadline(call):
+def within_deadline(call, deadline: float = DEADLINE):
     """``call()``'s exception (None if it returned), failing the test if it is still running."""
     outcome = {}
 
@@ -36,8 +37,8 @@ def within_deadline(call):
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
-    thread.join(DEADLINE)
-    assert not thread.is_alive(), f"still waiting after {DEADLINE} s"
+    thread.join(deadline)
+    assert not thread.is_alive(), f"still waiting after {deadline} s"
     return outcome.get("error")
 
 
@@ -79,6 +80,29 @@ def test_follower_dying_before_the_rendezvous_fails_from_pretrained(hf_dirs):
     assert isinstance(error, RuntimeError)
     assert "rank 1 exited with code 1" in str(error)
     assert "set_num_threads expects a positive integer" in str(error)
+    assert children() - before == set()
+
+
+def test_follower_dying_inside_the_group_set_up_fails_from_pretrained(hf_dirs, monkeypatch):
+    """The followers are told to use a network interface that does not exist, so rank 1 dies inside
+    gloo's set-up after announcing itself, while rank 0's set-up waits for it: rank 0 must say so at
+    once, not when its set-up gives up (made longer than the deadline here)."""
+    monkeypatch.setattr(tp_module, "CONNECT_TIMEOUT", timedelta(seconds=2 * DEADLINE))
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "no-such-nic0")  # the followers inherit it
+    connect = engine_module.connect
+
+    def connect_on_any_interface(device, rank, world, store):
+        monkeypatch.delenv("GLOO_SOCKET_IFNAME")  # rank 0 connects after the followers started
+        return connect(device, rank, world, store)
+
+    monkeypatch.setattr(engine_module, "connect", connect_on_any_interface)
+    before = children()
+
+    error = within_deadline(lambda: Engine.from_pretrained(hf_dirs["pre_ln"], tp=2, num_threads=1), DEADLINE / 2)
+
+    assert isinstance(error, RuntimeError)
+    assert "rank 1 exited with code 1" in str(error)
+    assert "Unable to find address for: no-such-nic0" in str(error)  # the follower's own error
     assert children() - before == set()
 
 
