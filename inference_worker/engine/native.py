@@ -48,11 +48,11 @@ def _cpu_flags() -> str:
         return ""
 
 
-def _build(compiler: str) -> Path:
+def _build(compiler: str, flags: list[str] = FLAGS) -> Path:
     """Compile ``cpu_kernels.c`` unless this machine's build is cached; the library's path."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
     key = hashlib.sha256(
-        "\0".join([SOURCE.read_text(), " ".join(FLAGS), version, _cpu_flags(), platform.machine()]).encode()
+        "\0".join([SOURCE.read_text(), " ".join(flags), version, _cpu_flags(), platform.machine()]).encode()
     ).hexdigest()[:16]
     library = cache_dir() / f"cpu-kernels-{key}.so"
     if library.exists():
@@ -62,7 +62,7 @@ def _build(compiler: str) -> Path:
     fd, partial = tempfile.mkstemp(dir=library.parent, suffix=".so.partial")
     os.close(fd)
     try:
-        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", partial], capture_output=True, text=True)
+        result = subprocess.run([compiler, *flags, str(SOURCE), "-o", partial], capture_output=True, text=True)
         if result.returncode:
             raise RuntimeError(result.stderr.strip() or f"{compiler} exited with {result.returncode}")
         os.replace(partial, library)
@@ -78,18 +78,24 @@ def _library() -> ctypes.CDLL | None:
         return None
     compiler = os.environ.get("CC") or "cc"
     try:
-        library = ctypes.CDLL(str(_build(compiler)))
+        return _bind(ctypes.CDLL(str(_build(compiler))))
     except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
         log.warning("CPU decode kernels unavailable (%s: %s); using oneDNN's", compiler, error)
         return None
+
+
+def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
+    """``library`` with its functions' argument types declared."""
     pointer, size, count = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     library.gemv_float32.argtypes = [pointer] * 4 + [size, size, count]
-    library.gemv_bfloat16.argtypes = [pointer] * 4 + [size, size, count, pointer]
-    library.decoder_stack_float32.argtypes = (
-        [pointer, size, size, size, size, ctypes.c_float, pointer, pointer, pointer, size, size, size]
-        + [pointer, pointer, pointer, size, pointer, pointer, count]  # final norm, head, logits, scratch
-    )
-    for function in (library.gemv_float32, library.gemv_bfloat16, library.decoder_stack_float32):
+    library.gemv_bfloat16.argtypes = [pointer] * 4 + [size, size, count]
+    stacks = (library.decoder_stack_float32, library.decoder_stack_bfloat16)
+    for stack in stacks:
+        stack.argtypes = (
+            [pointer, size, size, size, size, ctypes.c_float, pointer, pointer, pointer, size, size, size]
+            + [pointer, pointer, pointer, size, pointer, pointer, count]  # final norm, head, logits, scratch
+        )
+    for function in (library.gemv_float32, library.gemv_bfloat16, *stacks):
         function.restype = None
     return library
 
@@ -116,20 +122,16 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     bias_pointer = None if bias is None else bias.data_ptr()
     y = torch.empty(*x.shape[:-1], rows, dtype=x.dtype)
     threads = torch.get_num_threads()
-    if weight.dtype == torch.float32:
-        library.gemv_float32(weight.data_ptr(), x.data_ptr(), bias_pointer, y.data_ptr(), rows, cols, threads)
-    else:
-        scratch = torch.empty(cols, dtype=torch.float32)
-        library.gemv_bfloat16(
-            weight.data_ptr(), x.data_ptr(), bias_pointer, y.data_ptr(), rows, cols, threads, scratch.data_ptr()
-        )
+    function = library.gemv_float32 if weight.dtype == torch.float32 else library.gemv_bfloat16
+    function(weight.data_ptr(), x.data_ptr(), bias_pointer, y.data_ptr(), rows, cols, threads)
     return y
 
 
 def layer_parameters(layer: torch.nn.Module) -> tuple[torch.Tensor, ...]:
     """A pre-LN ``model.DecoderLayer``'s tensors in the order ``decoder_stack`` reads them,
-    checked once here: the kernel reads them through raw addresses."""
+    checked once here: the kernel reads them through raw addresses. All float32, or all bfloat16."""
     attention, mlp = layer.self_attn, layer.mlp
+    dtype = attention.qkv.weight.dtype
     hidden, ffn = attention.out_proj.weight.shape[0], mlp.fc1.weight.shape[0]
     shapes = [(hidden,)] * 2 + [(3 * hidden, hidden), (3 * hidden,), (hidden, hidden), (hidden,)]
     shapes += [(hidden,)] * 2 + [(ffn, hidden), (ffn,), (hidden, ffn), (hidden,)]
@@ -151,11 +153,13 @@ def layer_parameters(layer: torch.nn.Module) -> tuple[torch.Tensor, ...]:
         if not (
             tensor is not None
             and tensor.shape == shape
-            and tensor.dtype == torch.float32
+            and tensor.dtype == dtype in DTYPES
             and tensor.device.type == "cpu"
             and tensor.is_contiguous()
         ):
-            raise ValueError(f"decoder_stack needs dense contiguous float32 CPU tensors of shapes {shapes}")
+            raise ValueError(
+                f"decoder_stack needs dense contiguous CPU tensors of shapes {shapes}, all float32 or all bfloat16"
+            )
     return tensors
 
 
@@ -169,28 +173,34 @@ def decoder_stack(
     final_norm: tuple[torch.Tensor, torch.Tensor],
     head: torch.Tensor,
 ) -> torch.Tensor:
-    """Pre-LN OPT decoder layers (``model.DecoderLayer`` at TP 1, dense contiguous float32
-    weights, ``layer_parameters`` of each) for one new token ``x`` (hidden,) of one sequence,
-    updated in place, in one call: layer norms, q/k/v, attention over ``keys``/``values``
-    (the sequence's cache slot, (layers, heads, max_len, head_dim), written at ``position``),
-    out_proj, fc1, ReLU and fc2 with their residuals, between the barriers of one OpenMP region
-    instead of some forty PyTorch operations per layer; then ``final_norm`` (weight, bias) and
-    the LM head ``head`` (vocab, hidden). Returns the logits (vocab,)."""
+    """Pre-LN OPT decoder layers (``model.DecoderLayer`` at TP 1, dense contiguous weights,
+    ``layer_parameters`` of each) for one new token ``x`` (hidden,) of one sequence, in one call:
+    layer norms, q/k/v, attention over ``keys``/``values`` (the sequence's cache slot, (layers,
+    heads, max_len, head_dim), written at ``position``), out_proj, fc1, ReLU and fc2 with their
+    residuals, between the barriers of one OpenMP region instead of some forty PyTorch operations
+    per layer; then ``final_norm`` (weight, bias) and the LM head ``head`` (vocab, hidden).
+    Returns the logits (vocab,). Everything is float32, or everything bfloat16 (activations then
+    rounded to bfloat16 after each operation, as PyTorch's bfloat16 layers do)."""
     layers, heads, max_len, head_dim = keys.shape
     if not 0 <= position < max_len:
         raise IndexError(f"cache position {position} is outside the slot's {max_len}")
-    hidden = x.numel()
-    if x.dtype != torch.float32 or not x.is_contiguous() or hidden != heads * head_dim or len(parameters) != layers:
-        raise ValueError(f"decoder_stack needs a contiguous float32 x of {heads * head_dim} and {layers} layers")
+    hidden, dtype = x.numel(), x.dtype
+    if dtype not in DTYPES or not x.is_contiguous() or hidden != heads * head_dim or len(parameters) != layers:
+        raise ValueError(f"decoder_stack needs a contiguous float32 or bfloat16 x of {heads * head_dim} and {layers} layers")
     if keys.stride() != values.stride() or keys.stride()[1:] != (max_len * head_dim, head_dim, 1):
         raise ValueError("each layer's cache slot must be contiguous, the same in keys and values")
-    if any(t.dtype != torch.float32 or not t.is_contiguous() for t in (*final_norm, head)) or head.shape[1] != hidden:
-        raise ValueError(f"the final layer norm and the LM head must be contiguous float32, of width {hidden}")
+    tensors = (keys, values, *final_norm, head, *(t for p in parameters for t in p))
+    if any(t.dtype != dtype for t in tensors) or not all(t.is_contiguous() for t in tensors[2:]):
+        raise ValueError(f"the weights, the cache, the final layer norm and the LM head must be {dtype} like x")
+    if head.shape[1] != hidden:
+        raise ValueError(f"the LM head must be of width {hidden}")
     ffn = parameters[0][8].shape[0]  # fc1.weight: (ffn, hidden)
     addresses = (ctypes.c_int64 * (layers * len(parameters[0])))(*(t.data_ptr() for p in parameters for t in p))
-    logits = torch.empty(head.shape[0])
-    scratch = torch.empty(5 * hidden + ffn + heads * max_len)
-    _library().decoder_stack_float32(
+    logits = torch.empty(head.shape[0], dtype=dtype)
+    scratch = torch.empty(6 * hidden + ffn + heads * max_len)
+    library = _library()
+    stack = library.decoder_stack_float32 if dtype == torch.float32 else library.decoder_stack_bfloat16
+    stack(
         x.data_ptr(),
         layers,
         hidden,
