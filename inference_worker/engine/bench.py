@@ -12,6 +12,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -128,17 +129,26 @@ def peak_rss_mib() -> float:
 
 
 def per_token_ms(run, short: int = 8, long: int = 72) -> float:
-    """Decode time per token, prefill excluded: (t(long) - t(short)) / (long - short), best of 3."""
+    """Decode time per token, prefill excluded: (t(long) - t(short)) / (long - short)."""
+    a = time.perf_counter()
+    run(short)
+    b = time.perf_counter()
+    run(long)
+    c = time.perf_counter()
+    return ((c - b) - (b - a)) / (long - short) * 1000
+
+
+def paired_decode(run, quick: bool) -> list[dict]:
+    """Decode ms/token (best of 2) measured several times, each between two bandwidth
+    measurements: the machines' memory speed changes from one minute to the next, so each
+    measurement is compared with the floor of its own moment (``decode_figures``)."""
     run(4)
-    best = float("inf")
-    for _ in range(3):
-        a = time.perf_counter()
-        run(short)
-        b = time.perf_counter()
-        run(long)
-        c = time.perf_counter()
-        best = min(best, ((c - b) - (b - a)) / (long - short))
-    return best * 1000
+    samples = []
+    for _ in range(2 if quick else 8):
+        before = read_bandwidth()
+        ms = min(per_token_ms(run) for _ in range(2))
+        samples.append({"ms": ms, "bandwidth_before": before, "bandwidth_after": read_bandwidth()})
+    return samples
 
 
 def ours(paths: dict[str, str], quick: bool) -> dict:
@@ -172,8 +182,7 @@ def ours(paths: dict[str, str], quick: bool) -> dict:
     def decode(n: int) -> None:
         single.complete([Request(prompt, SamplingParams(max_tokens=n, ignore_eos=True))])
 
-    results["decode_bandwidth"] = {"float32": read_bandwidth()}
-    results["decode_ms"] = {"float32": per_token_ms(decode)}
+    results["decode"] = {"float32": paired_decode(decode, quick)}
     long_prompt = [2] + [random.Random(1).randrange(4, 50000) for _ in range(511)]
     ttft = []
     for _ in range(3):
@@ -197,8 +206,7 @@ def ours(paths: dict[str, str], quick: bool) -> dict:
     def decode_bf16(n: int) -> None:
         bf16.complete([Request(prompt, SamplingParams(max_tokens=n, ignore_eos=True))])
 
-    results["decode_bandwidth"]["bfloat16"] = read_bandwidth()
-    results["decode_ms"]["bfloat16"] = per_token_ms(decode_bf16)
+    results["decode"]["bfloat16"] = paired_decode(decode_bf16, quick)
     results["cpu_weights"] = {
         "float32 batch 1": cpu_weight_layout(torch.float32, 1),
         "float32 workload": cpu_weight_layout(torch.float32, 16),
@@ -219,8 +227,8 @@ def transformers_side(paths: dict[str, str], quick: bool) -> dict:
                 ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=1
             )
 
-    results = {"bandwidth": read_bandwidth(), "decode_bandwidth": {"float32": read_bandwidth()}}
-    results["decode_ms"] = {"float32": per_token_ms(lambda n: generate(model, torch.tensor([prompt]), n))}
+    results = {"bandwidth": read_bandwidth()}
+    results["decode"] = {"float32": paired_decode(lambda n: generate(model, torch.tensor([prompt]), n), quick)}
     long_prompt = torch.tensor([[2] + [random.Random(1).randrange(4, 50000) for _ in range(511)]])
     ttft = []
     for _ in range(3):
@@ -244,8 +252,7 @@ def transformers_side(paths: dict[str, str], quick: bool) -> dict:
     results["peak_rss_mib"] = peak_rss_mib()
 
     bf16 = model.to(torch.bfloat16)
-    results["decode_bandwidth"]["bfloat16"] = read_bandwidth()
-    results["decode_ms"]["bfloat16"] = per_token_ms(lambda n: generate(bf16, torch.tensor([prompt]), n))
+    results["decode"]["bfloat16"] = paired_decode(lambda n: generate(bf16, torch.tensor([prompt]), n), quick)
     return results
 
 
@@ -280,6 +287,33 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__}"
 
 
+PHASE_SWITCH = 0.1  # bandwidths before and after a decode measurement further apart than this
+
+
+def decode_figures(samples: list[dict], dtype: str) -> dict:
+    """The best ms/token, and each measurement's ratio to the floor of its own moment: from the
+    higher of the bandwidths measured right before and after it (so the floor errs low), leaving
+    out measurements during which the machine changed phase (the two differ by over 10%)."""
+    ratios = []
+    for s in samples:
+        low, high = sorted((s["bandwidth_before"], s["bandwidth_after"]))
+        if high - low <= PHASE_SWITCH * high:
+            ratios.append(s["ms"] / (decode_bytes(dtype) / high * 1000))
+    figures = {"ms": min(s["ms"] for s in samples), "pairs": len(ratios), "of": len(samples)}
+    if ratios:
+        figures.update(median=statistics.median(ratios), low=min(ratios), high=max(ratios))
+    return figures
+
+
+def paired_cell(f: dict, floor: float) -> str:
+    paired = (
+        f"paired: median {f['median']:.2f}x, {f['low']:.2f}-{f['high']:.2f}x, {f['pairs']} of {f['of']}"
+        if f["pairs"]
+        else f"paired: none of {f['of']}, the machine changed phase during each"
+    )
+    return f"{f['ms']:.1f} ({f['ms'] / floor:.2f}x floor; {paired})"
+
+
 def table(ours_r: dict, hf_r: dict, bandwidth: float, threads: int) -> str:
     floor = {d: decode_bytes(d) / bandwidth * 1000 for d in ("float32", "bfloat16")}
     w_o, w_h = ours_r["workload"], hf_r["workload"]
@@ -290,14 +324,11 @@ def table(ours_r: dict, hf_r: dict, bandwidth: float, threads: int) -> str:
         f"| {w_h['tokens_per_s']:.1f} ({w_h['tokens']} tok, {w_h['seconds']:.1f} s) | {w_o['tokens_per_s'] / w_h['tokens_per_s']:.2f}x |",
     ]
     for dtype in ("float32", "bfloat16"):
-        o, h = ours_r["decode_ms"][dtype], hf_r["decode_ms"][dtype]
-        # the same ratio against the bandwidth measured just before this decode measurement
-        o_now = o / (decode_bytes(dtype) / ours_r["decode_bandwidth"][dtype] * 1000)
-        h_now = h / (decode_bytes(dtype) / hf_r["decode_bandwidth"][dtype] * 1000)
+        o, h = decode_figures(ours_r["decode"][dtype], dtype), decode_figures(hf_r["decode"][dtype], dtype)
         lines.append(
-            f"| batch-1 decode {dtype}, ms/token (floor {floor[dtype]:.1f} ms) | {o:.1f} ({o / floor[dtype]:.2f}x floor; "
-            f"{o_now:.2f}x just before) | {h:.1f} ({h / floor[dtype]:.2f}x floor; {h_now:.2f}x just before) "
-            f"| {h / o:.2f}x faster |"
+            f"| batch-1 decode {dtype}, ms/token (floor {floor[dtype]:.1f} ms) | {paired_cell(o, floor[dtype])} "
+            f"| {paired_cell(h, floor[dtype])} "
+            f"| {h['ms'] / o['ms']:.2f}x faster |"
         )
     lines.append(
         f"| time to first token, 512-token prompt | {ours_r['ttft_512_ms']:.0f} ms | {hf_r['ttft_512_ms']:.0f} ms "
@@ -313,7 +344,9 @@ def table(ours_r: dict, hf_r: dict, bandwidth: float, threads: int) -> str:
         f"Machine: {machine()}; {threads} threads; measured read bandwidth {bandwidth / 1e9:.1f} GB/s "
         "(best of sum and matrix-vector product over 1 GiB, measured throughout the run); "
         f"floor = weight bytes read per step ({decode_bytes('float32') / 1e6:.0f} MB fp32) / bandwidth; "
-        "'just before': the same ratio against the bandwidth measured right before that decode measurement. "
+        "decode ms: the best of the measurements; 'paired': each measurement's ratio to the floor from "
+        "the bandwidths measured right before and after it (median, lowest-highest, and how many of the "
+        "measurements had those two within 10%, the others being left out). "
         "Our CPU weights (tp.cpu_weight_layout): "
         + "; ".join(f"{use}: {layout}" for use, layout in ours_r["cpu_weights"].items())
         + "."
@@ -332,7 +365,8 @@ def main(threads: int | None = None, quick: bool = False, output: str | None = N
         ours_r = run_side("ours", paths, quick, threads)
         hf_r = run_side("transformers", paths, quick, threads)
         bandwidth = max(measured + [r["bandwidth"] for r in (ours_r, hf_r)]
-                        + [b for r in (ours_r, hf_r) for b in r["decode_bandwidth"].values()])
+                        + [max(d["bandwidth_before"], d["bandwidth_after"])
+                           for r in (ours_r, hf_r) for ds in r["decode"].values() for d in ds])
     print(table(ours_r, hf_r, bandwidth, threads))
     if output:
         Path(output).write_text(json.dumps({"ours": ours_r, "transformers": hf_r, "bandwidth": bandwidth}, indent=2))
