@@ -201,8 +201,9 @@ INLINE void attend(const float *restrict q, const void *k, const void *v, int64_
 
 enum { LN1_W, LN1_B, QKV_W, QKV_B, OUT_W, OUT_B, LN2_W, LN2_B, FC1_W, FC1_B, FC2_W, FC2_B, PER_LAYER };
 
-/* For each layer: x += out_proj(attention(qkv(LN1(x)))), then x += fc2(relu(fc1(LN2(x)))).
- * x: the new token's hidden state (hidden), read only. params: PER_LAYER addresses per layer,
+/* x = embed[token] + positions[position_row], then for each layer:
+ * x += out_proj(attention(qkv(LN1(x)))), then x += fc2(relu(fc1(LN2(x)))). embed and
+ * positions: (rows, hidden) tables. params: PER_LAYER addresses per layer,
  * in the enum's order. keys/values: layer 0's cache slot, (heads, max_len, head_dim), the next
  * layer's cache_stride elements further; the new key and value are written at ``position`` and
  * 0..position attended. Then the final layer norm (final_w, final_b) and the LM head: logits
@@ -210,14 +211,16 @@ enum { LN1_W, LN1_B, QKV_W, QKV_B, OUT_W, OUT_B, LN2_W, LN2_B, FC1_W, FC1_B, FC2
  * type. scratch: 6 * hidden + ffn + heads * max_len floats.
  * One OpenMP region for the whole step: its phases are separated by barriers, each weight's
  * rows split as in gemv_*. */
-INLINE void decoder_stack(const void *x_in, int64_t layers, int64_t hidden, int64_t heads, int64_t ffn, float eps,
-                          const int64_t *params, void *keys, void *values, int64_t cache_stride, int64_t max_len,
-                          int64_t position, const void *final_w, const void *final_b, const void *head, int64_t vocab,
-                          void *logits, float *scratch, int threads, int bf16) {
+INLINE void decoder_stack(const void *embed, int64_t token, const void *positions, int64_t position_row,
+                          int64_t layers, int64_t hidden, int64_t heads, int64_t ffn, float eps, const int64_t *params,
+                          void *keys, void *values, int64_t cache_stride, int64_t max_len, int64_t position,
+                          const void *final_w, const void *final_b, const void *head, int64_t vocab, void *logits,
+                          float *scratch, int threads, int bf16) {
     const int64_t head_dim = hidden / heads;
     float *x = scratch, *qkv = x + hidden, *scores = qkv + 3 * hidden; /* float32 */
     void *h = scores + heads * max_len, *attn = at(h, hidden, bf16), *f = at(attn, hidden, bf16); /* model's type */
-    for (int64_t i = 0; i < hidden; i++) x[i] = get(x_in, i, bf16);
+    const void *token_row = at(embed, token * hidden, bf16), *position_vector = at(positions, position_row * hidden, bf16);
+    for (int64_t i = 0; i < hidden; i++) x[i] = rounded(get(token_row, i, bf16) + get(position_vector, i, bf16), bf16);
 #pragma omp parallel num_threads(threads)
     {
         for (int64_t layer = 0; layer < layers; layer++) {
@@ -258,18 +261,20 @@ INLINE void decoder_stack(const void *x_in, int64_t layers, int64_t hidden, int6
     }
 }
 
-void decoder_stack_float32(const float *x, int64_t layers, int64_t hidden, int64_t heads, int64_t ffn, float eps,
-                           const int64_t *params, float *keys, float *values, int64_t cache_stride, int64_t max_len,
-                           int64_t position, const float *final_w, const float *final_b, const float *head,
-                           int64_t vocab, float *logits, float *scratch, int threads) {
-    decoder_stack(x, layers, hidden, heads, ffn, eps, params, keys, values, cache_stride, max_len, position, final_w,
-                  final_b, head, vocab, logits, scratch, threads, 0);
+void decoder_stack_float32(const float *embed, int64_t token, const float *positions, int64_t position_row,
+                           int64_t layers, int64_t hidden, int64_t heads, int64_t ffn, float eps, const int64_t *params,
+                           float *keys, float *values, int64_t cache_stride, int64_t max_len, int64_t position,
+                           const float *final_w, const float *final_b, const float *head, int64_t vocab, float *logits,
+                           float *scratch, int threads) {
+    decoder_stack(embed, token, positions, position_row, layers, hidden, heads, ffn, eps, params, keys, values,
+                  cache_stride, max_len, position, final_w, final_b, head, vocab, logits, scratch, threads, 0);
 }
 
-void decoder_stack_bfloat16(const uint16_t *x, int64_t layers, int64_t hidden, int64_t heads, int64_t ffn,
-                            float eps, const int64_t *params, uint16_t *keys, uint16_t *values, int64_t cache_stride,
+void decoder_stack_bfloat16(const uint16_t *embed, int64_t token, const uint16_t *positions, int64_t position_row,
+                            int64_t layers, int64_t hidden, int64_t heads, int64_t ffn, float eps,
+                            const int64_t *params, uint16_t *keys, uint16_t *values, int64_t cache_stride,
                             int64_t max_len, int64_t position, const uint16_t *final_w, const uint16_t *final_b,
                             const uint16_t *head, int64_t vocab, uint16_t *logits, float *scratch, int threads) {
-    decoder_stack(x, layers, hidden, heads, ffn, eps, params, keys, values, cache_stride, max_len, position, final_w,
-                  final_b, head, vocab, logits, scratch, threads, 1);
+    decoder_stack(embed, token, positions, position_row, layers, hidden, heads, ffn, eps, params, keys, values,
+                  cache_stride, max_len, position, final_w, final_b, head, vocab, logits, scratch, threads, 1);
 }

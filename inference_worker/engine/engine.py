@@ -436,11 +436,15 @@ class Engine:
             )
 
     def _decode(self, sequences: list[Sequence], cache: KVCache) -> None:
-        sequences = sorted(sequences, key=lambda s: s.slot)
-        tokens = torch.tensor([[s.output_ids[-1]] for s in sequences], device=self.device)  # (B, 1)
-        positions = torch.tensor([[s.cached] for s in sequences], device=self.device)
-        batch = CachedBatch.build([s.slot for s in sequences], [s.cached for s in sequences], 1, self.device)
-        logits = self.model.forward_cached(tokens, positions, cache, batch)[:, -1]  # (B, V_r)
+        if len(sequences) == 1 and self.model.native_ready(cache):  # one C call, no tensors to build
+            s = sequences[0]
+            logits = self.model.native_step(s.output_ids[-1], s.cached, cache, s.slot).view(1, -1)
+        else:
+            sequences = sorted(sequences, key=lambda s: s.slot)
+            tokens = torch.tensor([[s.output_ids[-1]] for s in sequences], device=self.device)  # (B, 1)
+            positions = torch.tensor([[s.cached] for s in sequences], device=self.device)
+            batch = CachedBatch.build([s.slot for s in sequences], [s.cached for s in sequences], 1, self.device)
+            logits = self.model.forward_cached(tokens, positions, cache, batch)[:, -1]  # (B, V_r)
         for s in sequences:
             s.cached += 1
         for s, sampled in zip(sequences, self.sampler.sample(logits, [s.sampling for s in sequences])):

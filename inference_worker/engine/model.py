@@ -99,7 +99,8 @@ class OPT(nn.Module):
         self.final_layer_norm = (
             nn.LayerNorm(config.hidden, eps=config.layer_norm_eps) if config.final_layer_norm else None
         )
-        self._native_parameters: list[tuple[torch.Tensor, ...]] | None = None
+        self._native_model: bool | None = None  # native_ready's answer for the model's weights
+        self._native_stack: native.DecoderStack | None = None  # made at the first step that uses it
 
     def _embed(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         x = self.embed_tokens(tokens)  # (B, T, word_embed_dim)
@@ -117,47 +118,53 @@ class OPT(nn.Module):
             x = self.project_out(x)
         return x
 
-    def _native_decode(self, tokens: torch.Tensor, cache: KVCache | None, batch: CachedBatch | None) -> bool:
-        """Whether the step runs as one call of our C kernel (``native.decoder_stack``): one new
-        token of one sequence on the CPU, a float32 or bfloat16 pre-LN model with its final layer
+    def native_ready(self, cache: KVCache) -> bool:
+        """Whether a step of one new token of one sequence can run as one call of our C kernel
+        (``native_step``): on the CPU, a float32 or bfloat16 pre-LN model with its final layer
         norm and without projections, at TP 1, with dense weights. There the step is bound by
         reading the weights, and the forty-odd PyTorch operations of each layer added 0.6-1.5 ms
         to float32 steps of 7-14 ms and 1-1.5 ms to bfloat16 steps of 7-8 ms (opt-125m, AMD EPYC)."""
-        qkv = self.layers[0].self_attn.qkv.weight
-        head = self.embed_tokens.weight
+        if self._native_model is None:  # what does not change between steps, checked once
+            qkv, head = self.layers[0].self_attn.qkv.weight, self.embed_tokens.weight
+            self._native_model = (
+                head.device.type == "cpu"
+                and self.config.pre_layer_norm
+                and self.final_layer_norm is not None
+                and self.project_out is None
+                and self.tp.world == 1
+                and not qkv.is_mkldnn
+                and qkv.is_contiguous()
+                and head.is_contiguous()
+                and native.gemv_available(head.dtype)
+            )
+        return self._native_model and cache.k.dtype == self.embed_tokens.weight.dtype
+
+    def native_step(self, token: int, position: int, cache: KVCache, slot: int) -> torch.Tensor:
+        """Logits (V,) after ``token`` at ``position`` of the sequence in cache ``slot``, whose
+        new key and value are written there: the embeddings, the layers, the final layer norm and
+        the LM head in one call of ``native.DecoderStack`` (where ``native_ready``)."""
+        if self._native_stack is None:
+            self._native_stack = native.DecoderStack(
+                list(self.layers),
+                self.embed_tokens.weight,
+                self.embed_positions.weight,
+                self.config.position_offset,
+                (self.final_layer_norm.weight, self.final_layer_norm.bias),
+                self.embed_tokens.weight,
+                self.config.layer_norm_eps,
+            )
+        return self._native_stack.step(token, position, cache.k[:, slot], cache.v[:, slot], position)
+
+    def _native_decode(self, tokens, positions, cache: KVCache | None, batch: CachedBatch | None) -> bool:
+        """Whether ``forward_cached`` can take ``native_step``: one token of one sequence, written
+        at the position its embedding is for."""
         return (
             cache is not None
             and tokens.shape == (1, 1)
-            and head.device.type == "cpu"
-            and head.dtype == cache.k.dtype
-            and self.config.pre_layer_norm
-            and self.final_layer_norm is not None
-            and self.project_out is None
-            and self.tp.world == 1
             and batch.same_single_position is not None
-            and not qkv.is_mkldnn
-            and qkv.is_contiguous()
-            and head.is_contiguous()
-            and native.gemv_available(head.dtype)
+            and self.native_ready(cache)
+            and int(positions[0, 0]) == batch.same_single_position
         )
-
-    def _native_step(self, tokens, positions, cache: KVCache, batch: CachedBatch) -> torch.Tensor:
-        """Logits (1, 1, V) of one token through ``native.decoder_stack``: the layers, the final
-        layer norm and the LM head in one call."""
-        if self._native_parameters is None:  # the Parameter objects, so reassigned .data is seen
-            self._native_parameters = [native.layer_parameters(layer) for layer in self.layers]
-        slot = batch.slot_block.start
-        logits = native.decoder_stack(
-            self._embed(tokens, positions),
-            self._native_parameters,
-            cache.k[:, slot],
-            cache.v[:, slot],
-            batch.same_single_position,
-            self.config.layer_norm_eps,
-            (self.final_layer_norm.weight, self.final_layer_norm.bias),
-            self.embed_tokens.weight,
-        )
-        return logits.view(1, 1, -1)
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V_r) of whole sequences without a cache; ``attention_mask`` marks real
@@ -183,8 +190,9 @@ class OPT(nn.Module):
         last_only: bool = True,
     ) -> torch.Tensor:
         """Run new tokens (B, T) at ``positions`` against the cache; logits (B, T or 1, V_r)."""
-        if self._native_decode(tokens, cache, batch):
-            return self._native_step(tokens, positions, cache, batch)
+        if self._native_decode(tokens, positions, cache, batch):
+            slot = batch.slot_block.start
+            return self.native_step(int(tokens[0, 0]), batch.same_single_position, cache, slot).view(1, 1, -1)
         hidden = self._decode(tokens, positions, cache, batch, None)
         if last_only:
             hidden = hidden[:, -1:]

@@ -31,6 +31,7 @@ if platform.machine() in ("x86_64", "AMD64"):
     # 512-bit ones streamed weights from memory 3-5% slower (1.22x the floor against 1.16-1.19x).
     FLAGS.append("-mprefer-vector-width=256")
 DTYPES = (torch.float32, torch.bfloat16)
+PER_LAYER = 12  # tensors of a layer that the C stack reads (layer_parameters)
 
 
 def cache_dir() -> Path:
@@ -92,7 +93,8 @@ def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
     stacks = (library.decoder_stack_float32, library.decoder_stack_bfloat16)
     for stack in stacks:
         stack.argtypes = (
-            [pointer, size, size, size, size, ctypes.c_float, pointer, pointer, pointer, size, size, size]
+            [pointer, size, pointer, size]  # the token's and the position's embedding
+            + [size, size, size, size, ctypes.c_float, pointer, pointer, pointer, size, size, size]
             + [pointer, pointer, pointer, size, pointer, pointer, count]  # final norm, head, logits, scratch
         )
     for function in (library.gemv_float32, library.gemv_bfloat16, *stacks):
@@ -128,8 +130,8 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
 
 
 def layer_parameters(layer: torch.nn.Module) -> tuple[torch.Tensor, ...]:
-    """A pre-LN ``model.DecoderLayer``'s tensors in the order ``decoder_stack`` reads them,
-    checked once here: the kernel reads them through raw addresses. All float32, or all bfloat16."""
+    """A pre-LN ``model.DecoderLayer``'s tensors in the order the C stack reads them, checked:
+    dense, contiguous, on the CPU, all float32 or all bfloat16."""
     attention, mlp = layer.self_attn, layer.mlp
     dtype = attention.qkv.weight.dtype
     hidden, ffn = attention.out_proj.weight.shape[0], mlp.fc1.weight.shape[0]
@@ -150,75 +152,105 @@ def layer_parameters(layer: torch.nn.Module) -> tuple[torch.Tensor, ...]:
         mlp.fc2.bias,
     )
     for tensor, shape in zip(tensors, shapes):
-        if not (
-            tensor is not None
-            and tensor.shape == shape
-            and tensor.dtype == dtype in DTYPES
-            and tensor.device.type == "cpu"
-            and tensor.is_contiguous()
-        ):
+        if not (tensor is not None and tensor.shape == shape and _readable(tensor, dtype)):
             raise ValueError(
-                f"decoder_stack needs dense contiguous CPU tensors of shapes {shapes}, all float32 or all bfloat16"
+                f"the C decoder stack needs dense contiguous CPU tensors of shapes {shapes}, all float32 or all bfloat16"
             )
     return tensors
 
 
-def decoder_stack(
-    x: torch.Tensor,
-    parameters: list[tuple[torch.Tensor, ...]],
-    keys: torch.Tensor,
-    values: torch.Tensor,
-    position: int,
-    eps: float,
-    final_norm: tuple[torch.Tensor, torch.Tensor],
-    head: torch.Tensor,
-) -> torch.Tensor:
-    """Pre-LN OPT decoder layers (``model.DecoderLayer`` at TP 1, dense contiguous weights,
-    ``layer_parameters`` of each) for one new token ``x`` (hidden,) of one sequence, in one call:
-    layer norms, q/k/v, attention over ``keys``/``values`` (the sequence's cache slot, (layers,
-    heads, max_len, head_dim), written at ``position``), out_proj, fc1, ReLU and fc2 with their
-    residuals, between the barriers of one OpenMP region instead of some forty PyTorch operations
-    per layer; then ``final_norm`` (weight, bias) and the LM head ``head`` (vocab, hidden).
-    Returns the logits (vocab,). Everything is float32, or everything bfloat16 (activations then
-    rounded to bfloat16 after each operation, as PyTorch's bfloat16 layers do)."""
-    layers, heads, max_len, head_dim = keys.shape
-    if not 0 <= position < max_len:
-        raise IndexError(f"cache position {position} is outside the slot's {max_len}")
-    hidden, dtype = x.numel(), x.dtype
-    if dtype not in DTYPES or not x.is_contiguous() or hidden != heads * head_dim or len(parameters) != layers:
-        raise ValueError(f"decoder_stack needs a contiguous float32 or bfloat16 x of {heads * head_dim} and {layers} layers")
-    if keys.stride() != values.stride() or keys.stride()[1:] != (max_len * head_dim, head_dim, 1):
-        raise ValueError("each layer's cache slot must be contiguous, the same in keys and values")
-    tensors = (keys, values, *final_norm, head, *(t for p in parameters for t in p))
-    if any(t.dtype != dtype for t in tensors) or not all(t.is_contiguous() for t in tensors[2:]):
-        raise ValueError(f"the weights, the cache, the final layer norm and the LM head must be {dtype} like x")
-    if head.shape[1] != hidden:
-        raise ValueError(f"the LM head must be of width {hidden}")
-    ffn = parameters[0][8].shape[0]  # fc1.weight: (ffn, hidden)
-    addresses = (ctypes.c_int64 * (layers * len(parameters[0])))(*(t.data_ptr() for p in parameters for t in p))
-    logits = torch.empty(head.shape[0], dtype=dtype)
-    scratch = torch.empty(6 * hidden + ffn + heads * max_len)
-    library = _library()
-    stack = library.decoder_stack_float32 if dtype == torch.float32 else library.decoder_stack_bfloat16
-    stack(
-        x.data_ptr(),
-        layers,
-        hidden,
-        heads,
-        ffn,
-        eps,
-        addresses,
-        keys.data_ptr(),
-        values.data_ptr(),
-        keys.stride(0),
-        max_len,
-        position,
-        final_norm[0].data_ptr(),
-        final_norm[1].data_ptr(),
-        head.data_ptr(),
-        head.shape[0],
-        logits.data_ptr(),
-        scratch.data_ptr(),
-        torch.get_num_threads(),
+def _readable(tensor: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether the C kernels can read ``tensor`` through its address as an array of ``dtype``."""
+    return (
+        tensor.dtype == dtype in DTYPES
+        and tensor.device.type == "cpu"
+        and not tensor.is_mkldnn
+        and tensor.is_contiguous()
     )
-    return logits
+
+
+class DecoderStack:
+    """One decode step of a pre-LN OPT model at TP 1 for one sequence, as one C call: the
+    token's and position's embeddings; for each layer its layer norms, q/k/v, the new key and
+    value written to the cache, attention, out_proj, fc1, ReLU and fc2 with their residuals;
+    then the final layer norm and the LM head; between the barriers of one OpenMP region,
+    instead of some forty PyTorch operations per layer.
+
+    Everything is float32, or everything bfloat16 (activations then rounded to bfloat16 after
+    each operation, as PyTorch's bfloat16 layers do). The weights are checked once, here, and
+    their addresses kept: the stack holds the tensors (not the parameters), so their memory
+    lives as long as it does.
+    """
+
+    def __init__(
+        self,
+        layers: list[torch.nn.Module],
+        embed: torch.Tensor,
+        positions: torch.Tensor,
+        position_offset: int,
+        final_norm: tuple[torch.Tensor, torch.Tensor],
+        head: torch.Tensor,
+        eps: float,
+    ):
+        self._tensors = [tuple(t.detach() for t in layer_parameters(layer)) for layer in layers]
+        self.dtype, self.hidden = embed.dtype, embed.shape[1]
+        self.ffn = self._tensors[0][8].shape[0]  # fc1.weight: (ffn, hidden)
+        if self._tensors[0][0].shape != (self.hidden,) or any(p[0].dtype != self.dtype for p in self._tensors):
+            raise ValueError(f"the layers must be {self.dtype} of width {self.hidden}, like the embedding")
+        tables = {"the embedding": embed, "the position table": positions, "the LM head": head}
+        for name, tensor in {**tables, "the final layer norm": final_norm[0], "its bias": final_norm[1]}.items():
+            if not _readable(tensor, self.dtype) or tensor.shape[-1] != self.hidden or tensor.dim() != (
+                2 if name in tables else 1
+            ):
+                raise ValueError(f"{name} must be a dense contiguous {self.dtype} CPU tensor of width {self.hidden}")
+        self._embed, self._positions, self._head = embed.detach(), positions.detach(), head.detach()
+        self._final_norm = tuple(t.detach() for t in final_norm)
+        self.position_offset, self.eps = position_offset, eps
+        self._addresses = (ctypes.c_int64 * (len(self._tensors) * PER_LAYER))(
+            *(t.data_ptr() for p in self._tensors for t in p)
+        )
+        library = _library()
+        self._function = library.decoder_stack_float32 if self.dtype == torch.float32 else library.decoder_stack_bfloat16
+
+    def step(self, token: int, position: int, keys: torch.Tensor, values: torch.Tensor, cache_position: int) -> torch.Tensor:
+        """The logits (vocab,) after ``token`` at ``position`` (the position embedding's index),
+        attending to ``keys``/``values``: the sequence's cache slot, (layers, heads, max_len,
+        head_dim), where the new key and value are written at ``cache_position``."""
+        layers, heads, max_len, head_dim = keys.shape
+        if not 0 <= cache_position < max_len:
+            raise IndexError(f"cache position {cache_position} is outside the slot's {max_len}")
+        if not 0 <= position + self.position_offset < self._positions.shape[0]:
+            raise IndexError(f"position {position} is outside the position table")
+        if not 0 <= token < self._embed.shape[0]:
+            raise IndexError(f"token {token} is outside the vocabulary of {self._embed.shape[0]}")
+        if layers != len(self._tensors) or heads * head_dim != self.hidden or not (keys.dtype == values.dtype == self.dtype):
+            raise ValueError(f"the cache slot must be {self.dtype}, {len(self._tensors)} layers of width {self.hidden}")
+        if keys.stride() != values.stride() or keys.stride()[1:] != (max_len * head_dim, head_dim, 1):
+            raise ValueError("each layer's cache slot must be contiguous, the same in keys and values")
+        logits = torch.empty(self._head.shape[0], dtype=self.dtype)
+        scratch = torch.empty(6 * self.hidden + self.ffn + heads * max_len)
+        self._function(
+            self._embed.data_ptr(),
+            token,
+            self._positions.data_ptr(),
+            position + self.position_offset,
+            layers,
+            self.hidden,
+            heads,
+            self.ffn,
+            self.eps,
+            self._addresses,
+            keys.data_ptr(),
+            values.data_ptr(),
+            keys.stride(0),
+            max_len,
+            cache_position,
+            self._final_norm[0].data_ptr(),
+            self._final_norm[1].data_ptr(),
+            self._head.data_ptr(),
+            self._head.shape[0],
+            logits.data_ptr(),
+            scratch.data_ptr(),
+            torch.get_num_threads(),
+        )
+        return logits

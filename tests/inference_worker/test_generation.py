@@ -37,10 +37,14 @@ def test_an_engine_for_one_sequence_gives_the_same_tokens(native_kernels, hf_mod
         monkeypatch.setattr(tp_module.native, "gemv_available", lambda dtype: False)
     elif not tp_module.native.gemv_available(torch.float32):
         pytest.skip("no C compiler here")
+    steps = []
+    step = tp_module.native.DecoderStack.step
+    monkeypatch.setattr(tp_module.native.DecoderStack, "step", lambda *args: steps.append(1) or step(*args))
     single = Engine.from_pretrained(hf_dirs["pre_ln"], max_batch=1)
     assert single.model.layers[0].mlp.fc1.weight.is_mkldnn != native_kernels
     expected = [hf_greedy(hf_models["pre_ln"], p, 20) for p in PROMPTS]
     assert single.generate(PROMPTS, max_new_tokens=20) == expected
+    assert len(steps) == (19 * len(PROMPTS) if native_kernels else 0)  # every token after a prompt's first
 
 
 def test_continuous_batching_gives_each_request_its_solo_result(engine, small_batch_engine):

@@ -95,7 +95,7 @@ def test_layer_parameters_are_checked_before_the_kernel_reads_their_addresses(hf
     layer = model.layers[0]
     assert len(native.layer_parameters(layer)) == 12
     layer.mlp.fc2.weight = torch.nn.Parameter(layer.mlp.fc2.weight.t().contiguous().t())  # column-major
-    with pytest.raises(ValueError, match="dense contiguous CPU tensors"):
+    with pytest.raises(ValueError, match="stack needs dense contiguous CPU tensors"):
         native.layer_parameters(layer)
 
 
@@ -132,10 +132,10 @@ def test_the_native_decoder_stack_matches_pytorchs_layers_and_transformers(
     prompt, feed = [2, 31, 41, 59, 26, 53], [58, 97, 93, 23, 84, 62, 64, 33]
     one_token = torch.zeros(1, 1, dtype=torch.long)
     cache, batch = KVCache(1, 1, 1, 1, 1, dtype, CPU), CachedBatch.build([0], [3], 1, CPU)
-    assert model._native_decode(one_token, cache, batch)
+    assert model._native_decode(one_token, torch.tensor([[3]]), cache, batch)
     calls = []
-    stack = native.decoder_stack
-    monkeypatch.setattr(native, "decoder_stack", lambda *args: calls.append(1) or stack(*args))
+    step = native.DecoderStack.step
+    monkeypatch.setattr(native.DecoderStack, "step", lambda *args: calls.append(1) or step(*args))
     with torch.no_grad():
         _, ours, ours_cache = decode_logits(model, prompt, len(feed), feed=feed, dtype=dtype)
         assert len(calls) == len(feed)
@@ -150,10 +150,51 @@ def test_the_native_decoder_stack_matches_pytorchs_layers_and_transformers(
         assert relative_error(mine.float(), theirs.float()) < against_torch
 
 
-def test_the_decoder_stack_refuses_a_position_outside_the_cache():
-    keys = torch.zeros(1, 2, 4, 8)
-    with pytest.raises(IndexError, match="cache position 4 is outside the slot's 4"):
-        native.decoder_stack(torch.zeros(16), [()], keys, keys.clone(), 4, 1e-5, (), torch.zeros(3, 16))
+def stack_of(model) -> native.DecoderStack:
+    return native.DecoderStack(
+        list(model.layers),
+        model.embed_tokens.weight,
+        model.embed_positions.weight,
+        model.config.position_offset,
+        (model.final_layer_norm.weight, model.final_layer_norm.bias),
+        model.embed_tokens.weight,
+        model.config.layer_norm_eps,
+    )
+
+
+def test_the_decoder_stack_refuses_what_it_cannot_read(hf_dirs):
+    model = load_model(hf_dirs["pre_ln"], TensorParallel(), CPU, torch.float32, max_batch=1)
+    c = model.config
+    stack = stack_of(model)
+    cache = KVCache(c.n_layers, 1, c.n_heads, 8, c.head_dim, torch.float32, CPU)
+    keys, values = cache.k[:, 0], cache.v[:, 0]
+    assert stack.step(5, 0, keys, values, 0).shape == (c.vocab_size,)
+    with pytest.raises(IndexError, match="cache position 8 is outside the slot's 8"):
+        stack.step(5, 8, keys, values, 8)
+    with pytest.raises(IndexError, match=f"position {c.max_positions} is outside the position table"):
+        stack.step(5, c.max_positions, keys, values, 1)
+    with pytest.raises(IndexError, match=f"token {c.vocab_size} is outside the vocabulary"):
+        stack.step(c.vocab_size, 1, keys, values, 1)
+    with pytest.raises(ValueError, match="cache slot must be torch.float32"):
+        stack.step(5, 1, keys.bfloat16(), values.bfloat16(), 1)
+    with pytest.raises(ValueError, match="contiguous"):
+        stack.step(5, 1, keys.transpose(2, 3).contiguous().transpose(2, 3), values, 1)
+    model.final_layer_norm.bias.data = model.final_layer_norm.bias.data.bfloat16()
+    with pytest.raises(ValueError, match="its bias must be a dense contiguous torch.float32 CPU tensor"):
+        stack_of(model)
+
+
+def test_the_decoder_stack_keeps_the_weights_it_was_made_with(hf_dirs):
+    """The kernel reads the weights through addresses taken once: replacing a parameter's
+    tensor afterwards must not leave it reading freed memory."""
+    model = load_model(hf_dirs["pre_ln"], TensorParallel(), CPU, torch.float32, max_batch=1)
+    c = model.config
+    stack = stack_of(model)
+    cache = KVCache(c.n_layers, 1, c.n_heads, 8, c.head_dim, torch.float32, CPU)
+    before = stack.step(5, 0, cache.k[:, 0], cache.v[:, 0], 0)
+    for parameter in model.parameters():
+        parameter.data = torch.zeros_like(parameter.data)  # the old tensors' memory is free for reuse now
+    assert torch.equal(stack.step(5, 0, cache.k[:, 0], cache.v[:, 0], 0), before)
 
 
 def test_without_a_compiler_the_engine_warns_and_keeps_onednn(tmp_path, monkeypatch, caplog):
