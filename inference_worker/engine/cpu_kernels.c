@@ -164,6 +164,11 @@ INLINE float row_dot(const void *w, int64_t r, const void *x, int64_t n, int bf1
     return bf16 ? dot_bf16(at(w, r * n, 1), x, n) : dot(at(w, r * n, 0), x, n);
 }
 
+/* output r of the linear layer (w, b) on x (n), rounded to the model's type */
+INLINE float linear_row(const void *w, const void *b, int64_t r, const void *x, int64_t n, int bf16) {
+    return rounded(row_dot(w, r, x, n, bf16) + get(b, r, bf16), bf16);
+}
+
 /* query q (float32) times key k (the model's type) */
 INLINE float key_dot(const float *q, const void *k, int64_t n, int bf16) {
     return bf16 ? dot_bf16_f32(k, q, n) : dot(q, k, n);
@@ -219,8 +224,8 @@ INLINE void decoder_stack(const void *embed, int64_t token, const void *position
     const int64_t head_dim = hidden / heads;
     float *x = scratch, *qkv = x + hidden, *scores = qkv + 3 * hidden; /* float32 */
     void *h = scores + heads * max_len, *attn = at(h, hidden, bf16), *f = at(attn, hidden, bf16); /* model's type */
-    const void *token_row = at(embed, token * hidden, bf16), *position_vector = at(positions, position_row * hidden, bf16);
-    for (int64_t i = 0; i < hidden; i++) x[i] = rounded(get(token_row, i, bf16) + get(position_vector, i, bf16), bf16);
+    const void *token_row = at(embed, token * hidden, bf16), *position_vec = at(positions, position_row * hidden, bf16);
+    for (int64_t i = 0; i < hidden; i++) x[i] = rounded(get(token_row, i, bf16) + get(position_vec, i, bf16), bf16);
 #pragma omp parallel num_threads(threads)
     {
         for (int64_t layer = 0; layer < layers; layer++) {
@@ -229,7 +234,7 @@ INLINE void decoder_stack(const void *embed, int64_t token, const void *position
 #pragma omp single
             layer_norm(x, w[LN1_W], w[LN1_B], h, hidden, eps, bf16);
 #pragma omp for schedule(static)
-            for (int64_t r = 0; r < 3 * hidden; r++) qkv[r] = rounded(row_dot(w[QKV_W], r, h, hidden, bf16) + get(w[QKV_B], r, bf16), bf16);
+            for (int64_t r = 0; r < 3 * hidden; r++) qkv[r] = linear_row(w[QKV_W], w[QKV_B], r, h, hidden, bf16);
 #pragma omp for schedule(static)
             for (int64_t head = 0; head < heads; head++) { /* qkv: q, k, v, each heads x head_dim */
                 void *k = at(k_slot, head * max_len * head_dim, bf16), *v = at(v_slot, head * max_len * head_dim, bf16);
@@ -242,17 +247,17 @@ INLINE void decoder_stack(const void *embed, int64_t token, const void *position
             }
 #pragma omp for schedule(static)
             for (int64_t r = 0; r < hidden; r++)
-                x[r] = rounded(x[r] + rounded(row_dot(w[OUT_W], r, attn, hidden, bf16) + get(w[OUT_B], r, bf16), bf16), bf16);
+                x[r] = rounded(x[r] + linear_row(w[OUT_W], w[OUT_B], r, attn, hidden, bf16), bf16);
 #pragma omp single
             layer_norm(x, w[LN2_W], w[LN2_B], h, hidden, eps, bf16);
 #pragma omp for schedule(static)
             for (int64_t r = 0; r < ffn; r++) {
-                const float y = row_dot(w[FC1_W], r, h, hidden, bf16) + get(w[FC1_B], r, bf16);
+                const float y = linear_row(w[FC1_W], w[FC1_B], r, h, hidden, bf16);
                 put(f, r, y > 0.0f ? y : 0.0f, bf16);
             }
 #pragma omp for schedule(static)
             for (int64_t r = 0; r < hidden; r++)
-                x[r] = rounded(x[r] + rounded(row_dot(w[FC2_W], r, f, ffn, bf16) + get(w[FC2_B], r, bf16), bf16), bf16);
+                x[r] = rounded(x[r] + linear_row(w[FC2_W], w[FC2_B], r, f, ffn, bf16), bf16);
         }
 #pragma omp single
         layer_norm(x, final_w, final_b, h, hidden, eps, bf16);

@@ -154,7 +154,8 @@ def layer_parameters(layer: torch.nn.Module) -> tuple[torch.Tensor, ...]:
     for tensor, shape in zip(tensors, shapes):
         if not (tensor is not None and tensor.shape == shape and _readable(tensor, dtype)):
             raise ValueError(
-                f"the C decoder stack needs dense contiguous CPU tensors of shapes {shapes}, all float32 or all bfloat16"
+                f"the C decoder stack needs dense contiguous CPU tensors of shapes {shapes}, "
+                "all float32 or all bfloat16"
             )
     return tensors
 
@@ -195,13 +196,14 @@ class DecoderStack:
         self._tensors = [tuple(t.detach() for t in layer_parameters(layer)) for layer in layers]
         self.dtype, self.hidden = embed.dtype, embed.shape[1]
         self.ffn = self._tensors[0][8].shape[0]  # fc1.weight: (ffn, hidden)
-        if self._tensors[0][0].shape != (self.hidden,) or any(p[0].dtype != self.dtype for p in self._tensors):
-            raise ValueError(f"the layers must be {self.dtype} of width {self.hidden}, like the embedding")
+        for tensors in self._tensors:
+            if tensors[0].dtype != self.dtype or tensors[0].shape != (self.hidden,) or tensors[8].shape[0] != self.ffn:
+                raise ValueError(f"every layer must be {self.dtype} of width {self.hidden}, like the embedding")
         tables = {"the embedding": embed, "the position table": positions, "the LM head": head}
-        for name, tensor in {**tables, "the final layer norm": final_norm[0], "its bias": final_norm[1]}.items():
-            if not _readable(tensor, self.dtype) or tensor.shape[-1] != self.hidden or tensor.dim() != (
-                2 if name in tables else 1
-            ):
+        vectors = {"the final layer norm": final_norm[0], "its bias": final_norm[1]}
+        for name, tensor in {**tables, **vectors}.items():
+            rank = 2 if name in tables else 1
+            if not _readable(tensor, self.dtype) or tensor.dim() != rank or tensor.shape[-1] != self.hidden:
                 raise ValueError(f"{name} must be a dense contiguous {self.dtype} CPU tensor of width {self.hidden}")
         self._embed, self._positions, self._head = embed.detach(), positions.detach(), head.detach()
         self._final_norm = tuple(t.detach() for t in final_norm)
@@ -210,9 +212,12 @@ class DecoderStack:
             *(t.data_ptr() for p in self._tensors for t in p)
         )
         library = _library()
-        self._function = library.decoder_stack_float32 if self.dtype == torch.float32 else library.decoder_stack_bfloat16
+        float32 = self.dtype == torch.float32
+        self._function = library.decoder_stack_float32 if float32 else library.decoder_stack_bfloat16
 
-    def step(self, token: int, position: int, keys: torch.Tensor, values: torch.Tensor, cache_position: int) -> torch.Tensor:
+    def step(
+        self, token: int, position: int, keys: torch.Tensor, values: torch.Tensor, cache_position: int
+    ) -> torch.Tensor:
         """The logits (vocab,) after ``token`` at ``position`` (the position embedding's index),
         attending to ``keys``/``values``: the sequence's cache slot, (layers, heads, max_len,
         head_dim), where the new key and value are written at ``cache_position``."""
@@ -223,7 +228,8 @@ class DecoderStack:
             raise IndexError(f"position {position} is outside the position table")
         if not 0 <= token < self._embed.shape[0]:
             raise IndexError(f"token {token} is outside the vocabulary of {self._embed.shape[0]}")
-        if layers != len(self._tensors) or heads * head_dim != self.hidden or not (keys.dtype == values.dtype == self.dtype):
+        fits = layers == len(self._tensors) and heads * head_dim == self.hidden
+        if not fits or not keys.dtype == values.dtype == self.dtype:
             raise ValueError(f"the cache slot must be {self.dtype}, {len(self._tensors)} layers of width {self.hidden}")
         if keys.stride() != values.stride() or keys.stride()[1:] != (max_len * head_dim, head_dim, 1):
             raise ValueError("each layer's cache slot must be contiguous, the same in keys and values")
