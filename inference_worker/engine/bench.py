@@ -298,14 +298,16 @@ PHASE_SWITCH = 0.1  # bandwidths before and after a decode measurement further a
 
 def decode_figures(samples: list[dict], dtype: str) -> dict:
     """The best ms/token, and each measurement's ratio to the floor of its own moment: from the
-    higher of the bandwidths measured right before and after it (so the floor errs low), leaving
-    out measurements during which the machine changed phase (the two differ by over 10%)."""
-    ratios = []
+    higher of the bandwidths measured right before and after it (so the floor errs low). Both
+    leave out measurements during which the machine changed phase (the two bandwidths differ by
+    over 10%): their short and long generations may have run at different speeds."""
+    kept, ratios = [], []
     for s in samples:
         low, high = sorted((s["bandwidth_before"], s["bandwidth_after"]))
         if high - low <= PHASE_SWITCH * high:
+            kept.append(s)
             ratios.append(s["ms"] / (decode_bytes(dtype) / high * 1000))
-    figures = {"ms": min(s["ms"] for s in samples), "pairs": len(ratios), "of": len(samples)}
+    figures = {"ms": min(s["ms"] for s in kept or samples), "pairs": len(ratios), "of": len(samples)}
     if ratios:
         figures.update(median=statistics.median(ratios), low=min(ratios), high=max(ratios))
     return figures
@@ -350,7 +352,7 @@ def table(ours_r: dict, hf_r: dict, bandwidth: float, threads: int) -> str:
         f"Machine: {machine()}; {threads} threads; measured read bandwidth {bandwidth / 1e9:.1f} GB/s "
         "(best of sum and matrix-vector product over 1 GiB, measured throughout the run); "
         f"floor = weight bytes read per step ({decode_bytes('float32') / 1e6:.0f} MB fp32) / bandwidth; "
-        "decode ms: the best of the measurements; 'paired': each measurement's ratio to the floor from "
+        "decode ms: the best of the measurements kept; 'paired': each measurement's ratio to the floor from "
         "the bandwidths measured right before and after it (median, lowest-highest, and how many of the "
         "measurements had those two within 10%, the others being left out). "
         "Our CPU weights (tp.cpu_weight_layout): "
