@@ -4,8 +4,9 @@
  * - gemv_*: y = W x + b, W dense and row-major. Each output is one contiguous row's dot product
  *   with x, rows split evenly between the threads, so every thread streams one block of the
  *   weights from start to end.
- * - decoder_stack_*: all pre-LN layers of one step in one OpenMP region, the products done as
- *   in gemv_*, in place of some forty PyTorch operations per layer.
+ * - decoder_stack_*: a whole decode step of a pre-LN model (the embeddings, every layer, the final
+ *   layer norm and the LM head) in one OpenMP region, the products done as in gemv_*, in place of
+ *   some forty PyTorch operations per layer.
  * Dot products keep four independent vector sums on x86 (AVX2 + FMA): with one, each core waits
  * on the latency of its previous FMA and, on the AVX-512 AMD EPYC development machine, streamed
  * weights at 0.8x the speed of a plain sum of 1 GiB; with four, at 0.95-1.0x. bfloat16 products

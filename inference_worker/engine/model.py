@@ -123,7 +123,7 @@ class OPT(nn.Module):
         (``native_step``): on the CPU, a float32 or bfloat16 pre-LN model with its final layer
         norm and without projections, at TP 1, with dense weights. There the step is bound by
         reading the weights, and the forty-odd PyTorch operations of each layer added 0.6-1.5 ms
-        to float32 steps of 7-14 ms and 1-1.5 ms to bfloat16 steps of 7-8 ms (opt-125m, AMD EPYC)."""
+        to float32 steps of 7-14 ms and 1-2.5 ms to bfloat16 steps of 7-8 ms (opt-125m, AMD EPYC)."""
         if self._native_model is None:  # what does not change between steps, checked once
             qkv, head = self.layers[0].self_attn.qkv.weight, self.embed_tokens.weight
             self._native_model = (
