@@ -8,6 +8,19 @@ from access.models import (
 from access.services.licences import licence_version_publish
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records that change only through services (audited): no adding, changing or deleting here."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     ordering = ["email"]
@@ -123,7 +136,7 @@ class ReasonTemplateAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     """Append-only: no adding, changing or deleting here (the database refuses it too)."""
 
     list_display = ["id", "created_at", "actor", "action", "target_type", "target_id"]
@@ -131,20 +144,11 @@ class AuditEventAdmin(admin.ModelAdmin):
     search_fields = ["target_id", "actor__email", "reason"]
     list_select_related = ["actor"]
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["name", "user", "prefix", "created_at", "expires_at", "revoked_at"]
-    readonly_fields = [field.name for field in ApiToken._meta.fields]
+    list_display = ["name", "user", "prefix", "scopes", "created_at", "expires_at", "revoked_at"]
+    readonly_fields = [field.name for field in ApiToken._meta.fields]  # scopes included: set only at creation
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -4,7 +4,7 @@ from django import forms
 from django.conf import settings
 from django_countries import countries
 
-from access.models import Application, Institution, ReasonTemplate
+from access.models import ApiToken, Application, Institution, ReasonTemplate
 from artifacts.models import Release
 
 
@@ -59,11 +59,16 @@ class RespondForm(forms.Form):
 class TokenForm(forms.Form):
     name = forms.CharField(max_length=100, label="Token name", help_text="e.g. the machine that uses it")
     days = forms.IntegerField(min_value=1, initial=90, label="Valid for (days)")
+    scopes = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, label="What the token may do",
+        help_text="Your applications and grants can be read and managed with any of your tokens.")
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["days"] = forms.IntegerField(min_value=1, max_value=settings.ACCESS_API_TOKEN_MAX_DAYS,
                                                  initial=90, label="Valid for (days)")
+        self.fields["scopes"].choices = [(value, label) for value, label in ApiToken.Scope.choices
+                                         if value != ApiToken.Scope.REVIEW or user.is_staff]
 
 
 class DecisionForm(forms.Form):

@@ -351,7 +351,16 @@ class AuditEvent(models.Model):
 
 
 class ApiToken(models.Model):
-    """A personal API token; only its sha256 is stored, the token is shown once."""
+    """A personal API token; only its sha256 is stored, the token is shown once.
+
+    Its ``scopes`` restrict what it may call: a token made for a script's inference cannot download
+    weights or approve applications. Sessions have no scopes.
+    """
+
+    class Scope(models.TextChoices):
+        DOWNLOAD = "download", "Download: release manifests and download scripts for your grants"
+        INFERENCE = "inference", "Inference: the playground API"
+        REVIEW = "review", "Review: the review queue and decisions (staff, after confirming your two-factor code)"
 
     user = models.ForeignKey("access.User", on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)
@@ -362,8 +371,9 @@ class ApiToken(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     created_with_mfa = models.BooleanField(
-        default=False, help_text="Created in a session with a confirmed second factor: may call review endpoints."
+        default=False, help_text="Created in a session with a confirmed second factor: may hold the review scope."
     )
+    scopes = models.JSONField(default=list, help_text='What the token may call, e.g. ["download", "inference"].')
 
     class Meta:
         ordering = ["-created_at"]

@@ -1,9 +1,10 @@
-"""Who may review: active staff with ``access.review_application`` and a confirmed second factor."""
+"""Who may review (active staff with ``access.review_application`` and a confirmed second factor), and token scopes."""
 
 from rest_framework.permissions import BasePermission
 
 from access.mfa import staff_mfa_problem
 from access.models import ApiToken
+from access.services.tokens import api_token_has_scope, api_token_scope_missing_message
 
 
 def is_reviewer(user) -> bool:
@@ -11,18 +12,33 @@ def is_reviewer(user) -> bool:
                 and user.has_perm("access.review_application"))
 
 
-class IsReviewer(BasePermission):
-    """Session callers must have confirmed TOTP in this session; token callers need a token made that way."""
+class RequiresTokenScope(BasePermission):
+    """Token callers need ``required_scope``; session callers pass (scopes only restrict tokens)."""
+
+    required_scope: str
+
+    def has_permission(self, request, view) -> bool:
+        if isinstance(request.auth, ApiToken) and not api_token_has_scope(request.auth, self.required_scope):
+            self.message = api_token_scope_missing_message(self.required_scope)
+            return False
+        return True
+
+
+def token_scope(scope: str) -> type[RequiresTokenScope]:
+    """A permission class refusing tokens without ``scope``: ``permission_classes = [..., token_scope("download")]``."""
+    return type(f"Requires{scope.title()}Scope", (RequiresTokenScope,), {"required_scope": scope})
+
+
+class IsReviewer(RequiresTokenScope):
+    """Session callers must have confirmed TOTP in this session; token callers need the review scope, which only
+    tokens made that way can hold."""
 
     message = "Only staff with the review permission and two-factor authentication can review."
+    required_scope = ApiToken.Scope.REVIEW
 
     def has_permission(self, request, view) -> bool:
         if not is_reviewer(request.user):
             return False
         if isinstance(request.auth, ApiToken):
-            if not request.auth.created_with_mfa:
-                self.message = ("This token was not created in a session with a confirmed second factor; "
-                                "create a new token after confirming your code to use review endpoints.")
-                return False
-            return True
+            return super().has_permission(request, view)
         return staff_mfa_problem(request) is None

@@ -9,4 +9,6 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return {"type": "http", "scheme": "bearer",
-                "description": "A personal API token created at /access/tokens/: `Authorization: Bearer <token>`."}
+                "description": "A personal API token created at /access/tokens/: `Authorization: Bearer <token>`. "
+                               "Its scopes limit it: `download` (manifests, download scripts), `inference` "
+                               "(the playground), `review` (the review endpoints)."}

@@ -10,6 +10,8 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.models import ApiToken
+from access.permissions import token_scope
 from artifacts import selectors
 from artifacts.clients import render_python_client, render_shell_client
 from artifacts.models import Release, Variant
@@ -74,6 +76,8 @@ class ReleaseListApi(APIView):
 
 class ManifestView(APIView):
     """Shared lookup: the release by slug, the variant by ``?variant=``, then a fresh manifest."""
+
+    permission_classes = [permissions.IsAuthenticated, token_scope(ApiToken.Scope.DOWNLOAD)]
 
     def manifest(self, request, slug: str) -> dict:
         release = selectors.release_get_public(slug=slug)

@@ -1,4 +1,4 @@
-"""Personal API tokens: shown once, stored as sha256, expiring, revocable."""
+"""Personal API tokens: shown once, stored as sha256, expiring, revocable, limited to their scopes."""
 
 import hashlib
 import secrets
@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from access.audit import audit_record
@@ -14,16 +15,76 @@ from access.errors import AccessError
 from access.models import ApiToken, User
 
 TOKEN_PREFIX = "gh_"
+AUTHORIZATION_SCHEME = "Bearer"
+
+
+class ApiTokenInvalid(Exception):
+    """A presented token (or Authorization header) that cannot be used; the message tells the caller why."""
 
 
 def api_token_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
+def api_token_from_header(value: str) -> str:
+    """The raw token in an ``Authorization`` header value of the form ``Bearer <token>``."""
+    parts = value.split()
+    if len(parts) != 2 or parts[0].lower() != AUTHORIZATION_SCHEME.lower():
+        raise ApiTokenInvalid("Send the token as 'Authorization: Bearer <token>'.")
+    return parts[1]
+
+
+def api_token_authenticate(*, raw: str) -> ApiToken:
+    """The usable token with this raw value, its user loaded; raises ApiTokenInvalid saying why not.
+
+    Works on the raw string alone, so DRF and the async views (through ``sync_to_async``) share it.
+    ``last_used_at`` is written at most once a minute, so a busy script does not write on every call.
+    """
+    token = ApiToken.objects.select_related("user").filter(token_hash=api_token_hash(raw)).first()
+    now = timezone.now()
+    if token is None or not token.user.is_active:
+        raise ApiTokenInvalid("Unknown API token.")
+    if token.revoked_at is not None:
+        raise ApiTokenInvalid("This API token was revoked.")
+    if token.expires_at <= now:
+        raise ApiTokenInvalid("This API token has expired; create a new one.")
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token
+
+
+def api_token_has_scope(token: ApiToken, scope: str) -> bool:
+    """Whether this token may be used for ``scope`` (an ``ApiToken.Scope``)."""
+    return scope in token.scopes
+
+
+def api_token_scope_missing_message(scope: str) -> str:
+    """What a caller whose token lacks ``scope`` is told (with the 403)."""
+    return f"This API token lacks the '{scope}' scope; create a token with it at {reverse('access:tokens')}."
+
+
+def _scopes_problem(*, user: User, scopes: list[str], created_with_mfa: bool) -> str | None:
+    unknown = sorted(set(scopes) - set(ApiToken.Scope.values))
+    if unknown:
+        return f"Unknown scope: {', '.join(unknown)}. Choose from {', '.join(ApiToken.Scope.values)}."
+    if not scopes:
+        return "Choose at least one scope."
+    if ApiToken.Scope.REVIEW in scopes and not user.is_staff:
+        return "Only staff reviewers can create tokens with the review scope."
+    if ApiToken.Scope.REVIEW in scopes and not created_with_mfa:
+        return "Confirm your two-factor code first, then create the token with the review scope."
+    return None
+
+
 @transaction.atomic
-def api_token_create(*, user: User, name: str, days: int, created_with_mfa: bool,
+def api_token_create(*, user: User, name: str, days: int, scopes: list[str], created_with_mfa: bool,
                      ip_address: str | None = None) -> tuple[ApiToken, str]:
-    """A new token and its raw value (the only time it exists in clear)."""
+    """A new token and its raw value (the only time it exists in clear).
+
+    ``created_with_mfa``: the caller's session is staff with a confirmed second factor; only such
+    tokens may hold the review scope.
+    """
     errors = {}
     name = name.strip()
     if not name:
@@ -31,15 +92,21 @@ def api_token_create(*, user: User, name: str, days: int, created_with_mfa: bool
     maximum = settings.ACCESS_API_TOKEN_MAX_DAYS
     if not isinstance(days, int) or not 1 <= days <= maximum:
         errors["days"] = f"A token lasts between 1 and {maximum} days."
+    created_with_mfa = created_with_mfa and user.is_staff
+    problem = _scopes_problem(user=user, scopes=scopes, created_with_mfa=created_with_mfa)
+    if problem:
+        errors["scopes"] = problem
     if errors:
         raise ValidationError(errors)
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
         user=user, name=name, prefix=raw[:10], token_hash=api_token_hash(raw),
-        expires_at=timezone.now() + timedelta(days=days), created_with_mfa=created_with_mfa and user.is_staff,
+        expires_at=timezone.now() + timedelta(days=days), created_with_mfa=created_with_mfa,
+        scopes=[scope for scope in ApiToken.Scope.values if scope in scopes],
     )
     audit_record(actor=user, action="api_token.create", target=token, ip_address=ip_address,
-                 after={"name": name, "prefix": token.prefix, "expires_at": token.expires_at.isoformat()})
+                 after={"name": name, "prefix": token.prefix, "expires_at": token.expires_at.isoformat(),
+                        "scopes": token.scopes})
     return token, raw
 
 

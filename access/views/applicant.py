@@ -198,7 +198,7 @@ def grant_renew_view(request, pk: int):
 
 @login_required
 def tokens(request):
-    form = TokenForm(request.POST or None)
+    form = TokenForm(request.POST or None, user=request.user)
     new_token = None
     status = 200
     if request.method == "POST":
@@ -206,13 +206,14 @@ def tokens(request):
             try:
                 _, new_token = api_token_create(
                     user=request.user, name=form.cleaned_data["name"], days=form.cleaned_data["days"],
+                    scopes=form.cleaned_data["scopes"],
                     created_with_mfa=request.user.is_staff and staff_mfa_problem(request) is None,
                     ip_address=client_ip(request))
             except ValidationError as error:
                 add_service_errors(form, validation_errors(error))
                 status = 400
             else:
-                form = TokenForm()
+                form = TokenForm(user=request.user)
         else:
             status = 400
     return render(request, "access/tokens.html", {

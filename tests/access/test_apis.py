@@ -10,13 +10,14 @@ from access.models import ApiToken, Application, Grant
 from access.services.applications import application_approve
 from access.services.tokens import api_token_create
 from tests.access.conftest import INTENDED_USE, apply
-from tests.factories import StaffFactory, UserFactory
+from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
 
-def bearer(user, *, created_with_mfa=False, days=30) -> APIClient:
-    _, raw = api_token_create(user=user, name="laptop", days=days, created_with_mfa=created_with_mfa)
+def bearer(user, *, scopes=("download", "inference"), created_with_mfa=False, days=30) -> APIClient:
+    _, raw = api_token_create(user=user, name="laptop", days=days, scopes=list(scopes),
+                              created_with_mfa=created_with_mfa)
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     return api
@@ -93,8 +94,12 @@ def test_anonymous_and_bad_tokens_are_401(release, researcher):
     api.credentials(HTTP_AUTHORIZATION="Bearer gh_not-a-token")
     response = api.get("/api/v1/applications/")
     assert response.status_code == 401 and "Unknown API token" in response.json()["detail"]
+    api.credentials(HTTP_AUTHORIZATION="Bearer gh_one gh_two")
+    response = api.get("/api/v1/applications/")
+    assert response.status_code == 401
+    assert response.json()["detail"] == "Send the token as 'Authorization: Bearer <token>'."
 
-    token, raw = api_token_create(user=researcher, name="old", days=1, created_with_mfa=False)
+    token, raw = api_token_create(user=researcher, name="old", days=1, scopes=["download"], created_with_mfa=False)
     ApiToken.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert "expired" in api.get("/api/v1/applications/").json()["detail"]
@@ -104,7 +109,7 @@ def test_anonymous_and_bad_tokens_are_401(release, researcher):
 
 
 def test_tokens_are_stored_hashed(researcher):
-    token, raw = api_token_create(user=researcher, name="ci", days=10, created_with_mfa=False)
+    token, raw = api_token_create(user=researcher, name="ci", days=10, scopes=["download"], created_with_mfa=False)
     assert raw not in {token.token_hash, token.prefix} and len(token.token_hash) == 64
     assert raw.startswith(token.prefix)
 
@@ -116,11 +121,24 @@ def test_researchers_cannot_use_the_review_api(researcher, release):
     assert api.post(f"/api/v1/review/applications/{application.pk}/approve").status_code == 403
 
 
-def test_staff_tokens_made_without_two_factor_cannot_review(release, researcher):
-    apply(researcher, release)
-    api = bearer(StaffFactory(), created_with_mfa=False)
-    response = api.get("/api/v1/review/applications/")
-    assert response.status_code == 403 and "second factor" in response.json()["detail"]
+def test_a_reviewer_s_token_without_the_review_scope_cannot_review(reviewer, researcher, release):
+    application = apply(researcher, release)
+    api = bearer(reviewer, scopes=["download"], created_with_mfa=True)  # made with two-factor, still refused
+    message = "This API token lacks the 'review' scope; create a token with it at /access/tokens/."
+    listed = api.get("/api/v1/review/applications/")
+    assert listed.status_code == 403 and listed.json()["detail"] == message
+    approved = api.post(f"/api/v1/review/applications/{application.pk}/approve", {"reason": "ok"}, format="json")
+    assert approved.status_code == 403 and approved.json()["detail"] == message
+    application.refresh_from_db()
+    assert application.status == Application.Status.SUBMITTED
+
+
+def test_the_applicant_s_own_endpoints_take_a_token_of_any_scope(researcher, release):
+    application = apply(researcher, release)
+    api = bearer(researcher, scopes=["inference"])
+    assert [item["id"] for item in api.get("/api/v1/applications/").json()] == [application.pk]
+    assert api.get(f"/api/v1/applications/{application.pk}/").status_code == 200
+    assert api.get("/api/v1/grants/").status_code == 200
 
 
 def test_reviewers_list_filter_and_decide_through_the_api(reviewer_client, researcher, release, run_on_commit,
@@ -177,7 +195,7 @@ def test_reviewers_cannot_approve_their_own_application_through_the_api(reviewer
 def test_a_staff_token_made_after_confirming_two_factor_can_review(reviewer, researcher, release, run_on_commit):
     with run_on_commit():
         application = apply(researcher, release)
-    api = bearer(reviewer, created_with_mfa=True)
+    api = bearer(reviewer, scopes=["review"], created_with_mfa=True)
     assert api.get("/api/v1/review/applications/").json()["count"] == 1
     with run_on_commit():
         response = api.post(f"/api/v1/review/applications/{application.pk}/request-info",

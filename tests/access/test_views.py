@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
@@ -13,7 +14,8 @@ from django.utils import timezone
 from access.models import ApiToken, Application, Grant
 from access.services.applications import application_approve, application_reject, application_request_info
 from access.services.licences import licence_version_publish
-from tests.access.conftest import INTENDED_USE, apply
+from access.services.tokens import api_token_create
+from tests.access.conftest import INTENDED_USE, apply, log_in_with_totp
 from tests.factories import StaffFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -142,7 +144,7 @@ def test_renew_from_my_access(researcher_client, researcher, reviewer, release, 
 
 
 def test_tokens_are_shown_once_and_revocable(researcher_client, researcher):
-    response = researcher_client.post(reverse("access:tokens"), {"name": "laptop", "days": 30})
+    response = researcher_client.post(reverse("access:tokens"), {"name": "laptop", "days": 30, "scopes": ["download"]})
     body = response.content.decode()
     token = ApiToken.objects.get(user=researcher)
     assert "shown only once" in body and token.prefix in body
@@ -154,6 +156,47 @@ def test_tokens_are_shown_once_and_revocable(researcher_client, researcher):
     other = UserFactory()
     researcher_client.force_login(other)
     assert researcher_client.post(reverse("access:token_revoke", args=[token.pk])).status_code == 404
+
+
+def test_researchers_choose_download_or_inference_scopes_and_see_them_listed(researcher_client, researcher):
+    page = researcher_client.get(reverse("access:tokens")).content.decode()
+    assert "Download: release manifests" in page and "Inference: the playground API" in page
+    assert 'value="review"' not in page
+    response = researcher_client.post(reverse("access:tokens"), {"name": "laptop", "days": 30,
+                                                                 "scopes": ["download", "inference"]})
+    assert response.status_code == 200 and "download, inference" in response.content.decode()
+    assert ApiToken.objects.get(user=researcher).scopes == ["download", "inference"]
+    none = researcher_client.post(reverse("access:tokens"), {"name": "ci", "days": 30})
+    assert none.status_code == 400 and "Choose at least one scope." in none.content.decode()
+    review = researcher_client.post(reverse("access:tokens"), {"name": "ci", "days": 30, "scopes": ["review"]})
+    assert review.status_code == 400 and ApiToken.objects.count() == 1
+
+
+def test_staff_get_the_review_scope_only_after_confirming_their_code(client, reviewer):
+    unconfirmed = StaffFactory()
+    client.force_login(unconfirmed)
+    assert 'value="review"' in client.get(reverse("access:tokens")).content.decode()
+    refused = client.post(reverse("access:tokens"), {"name": "ci", "days": 30, "scopes": ["review"]})
+    assert refused.status_code == 400 and "Confirm your two-factor code first" in refused.content.decode()
+    assert not ApiToken.objects.filter(user=unconfirmed).exists()
+
+    client.logout()
+    log_in_with_totp(client, reviewer)
+    response = client.post(reverse("access:tokens"), {"name": "review bot", "days": 30, "scopes": ["review"]})
+    assert response.status_code == 200 and "shown only once" in response.content.decode()
+    token = ApiToken.objects.get(user=reviewer)
+    assert token.scopes == ["review"] and token.created_with_mfa
+
+
+def test_the_admin_shows_token_scopes_without_letting_them_change(client, researcher):
+    token, _ = api_token_create(user=researcher, name="cluster", days=30, scopes=["download"], created_with_mfa=False)
+    admin = StaffFactory()
+    admin.totp_secret = generate_totp_secret()
+    TOTP.activate(admin, admin.totp_secret)
+    log_in_with_totp(client, admin)
+    assert "download" in client.get("/admin/access/apitoken/").content.decode()
+    page = client.get(f"/admin/access/apitoken/{token.pk}/change/").content.decode()
+    assert "download" in page and 'name="scopes"' not in page
 
 
 # Reviewers ---------------------------------------------------------------------------------------

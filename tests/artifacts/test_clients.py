@@ -87,7 +87,7 @@ def test_python_client_renews_expired_links_with_an_api_token(
 
     from access.services.tokens import api_token_create
 
-    _, raw_token = api_token_create(user=user, name="cluster", days=30, created_with_mfa=False)
+    _, raw_token = api_token_create(user=user, name="cluster", days=30, scopes=["download"], created_with_mfa=False)
     two_days_ago = time.time() - 2 * 24 * 3600
     monkeypatch.setattr(signing.time, "time", lambda: two_days_ago)
     script = fetch_client(live_server, user, "gatehouse_download.py", tmp_path)  # its links are already expired

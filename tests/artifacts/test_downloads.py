@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from access.models import LicenceVersion
 from access.services.grants import grant_renew, grant_revoke
+from access.services.tokens import api_token_create
 from artifacts.models import ArtifactFile, DownloadEvent
 from tests.artifacts.conftest import grant_for
 from tests.factories import DEFAULT_PASSWORD, StaffFactory, UserFactory
@@ -145,6 +146,20 @@ def test_manifest_errors_are_specific(signed_in, grant, local_variant, client):
     assert bad_variant.status_code == 400 and "metaseq-mp2" in bad_variant.json()["variant"][0]
     client.logout()
     assert client.get("/api/v1/releases/opt-test/manifest").status_code in (401, 403)
+
+
+def test_manifests_and_clients_need_a_token_with_the_download_scope(client, user, grant, local_variant):
+    _, inference_only = api_token_create(user=user, name="chat", days=30, scopes=["inference"], created_with_mfa=False)
+    _, download = api_token_create(user=user, name="cluster", days=30, scopes=["download"], created_with_mfa=False)
+    message = "This API token lacks the 'download' scope; create a token with it at /access/tokens/."
+    for name in ["manifest", "download.sh", "gatehouse_download.py"]:
+        refused = client.get(f"/api/v1/releases/opt-test/{name}?variant=metaseq-mp2",
+                             HTTP_AUTHORIZATION=f"Bearer {inference_only}")
+        assert refused.status_code == 403 and refused.json()["detail"] == message
+        allowed = client.get(f"/api/v1/releases/opt-test/{name}?variant=metaseq-mp2",
+                             HTTP_AUTHORIZATION=f"Bearer {download}")
+        assert allowed.status_code == 200, allowed.content
+    assert manifest(client, HTTP_AUTHORIZATION=f"Bearer {download}")["files"]
 
 
 def test_researchers_without_a_grant_get_no_links(client, release, local_variant):
