@@ -55,7 +55,8 @@ def train_tokenizer(path: Path, corpus: Iterable[str], vocab_size: int, metaseq_
     from tokenizers import ByteLevelBPETokenizer
 
     tokenizer = ByteLevelBPETokenizer()
-    tokenizer.train_from_iterator(list(corpus), vocab_size=vocab_size, special_tokens=OPT_SPECIAL_TOKENS)
+    tokenizer.train_from_iterator(list(corpus), vocab_size=vocab_size, special_tokens=OPT_SPECIAL_TOKENS,
+                                  show_progress=False)
     path.mkdir(parents=True, exist_ok=True)
     tokenizer.save_model(str(path))
     if metaseq_names:

@@ -1,4 +1,7 @@
-"""The web process never imports torch; only the engine (run by workers and the CLI) does."""
+"""The web process never imports torch; only the engine (run by workers and the CLI) does.
+
+It may import ``tokenizers``: it counts prompt tokens with the release's own tokenizer.
+"""
 
 import subprocess
 import sys
@@ -13,7 +16,8 @@ from django.urls import get_resolver
 get_resolver().url_patterns  # every URLconf, view, API and serializer module
 import portal.asgi, portal.wsgi, portal.celery
 from django.core.management import get_commands
-heavy = sorted(name for name in ("torch", "transformers", "safetensors", "tokenizers") if name in sys.modules)
+import inference_worker.tokenization, inference_worker.release_model  # the web side's tokenizer
+heavy = sorted(name for name in ("torch", "transformers", "safetensors") if name in sys.modules)
 print("heavy:", heavy)
 """
 
