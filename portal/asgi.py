@@ -5,4 +5,8 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+from inference_worker.stream_front import StreamingFront  # noqa: E402  (needs the configured apps)
+
+application = StreamingFront(django_application)

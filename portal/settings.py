@@ -141,6 +141,11 @@ if env_bool("DATABASE_POOL", False) and DATABASES["default"]["ENGINE"] == "djang
         "max_size": env_int("DATABASE_POOL_MAX_SIZE", 8),
         "timeout": 10,
     }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web process, Celery and the GPU worker write at once: take the write lock at BEGIN (waiting
+    # up to 20 s) instead of failing to upgrade a read lock; WAL lets readers run beside the writer.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"})
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -213,6 +218,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(CELERY_FILESYSTEM_DIR / "control"),
         "store_processed": False,
     }
+elif CELERY_BROKER_URL.startswith("redis"):
+    # A message not acknowledged in this time is delivered again (GPU tasks drop it by attempt number).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # Queues by task name: web-side work on "default", model work on "gpu" (the GPU workers).
@@ -314,3 +322,26 @@ CELERY_BEAT_SCHEDULE["artifacts-verify-releases"] = {
     "task": "artifacts.verify_all_releases",
     "schedule": ARTIFACT_VERIFY_INTERVAL_HOURS * 3600,
 }
+
+# The playground and the completions API (inference_worker app; README, "Playground").
+# Redis carries the token streams, cancellations and worker heartbeats; without it the playground is closed.
+PLAYGROUND_REDIS_URL = os.environ.get("PLAYGROUND_REDIS_URL") or REDIS_URL
+PLAYGROUND_MAX_PROMPT_TOKENS = env_int("PLAYGROUND_MAX_PROMPT_TOKENS", 2048)
+PLAYGROUND_MAX_NEW_TOKENS = env_int("PLAYGROUND_MAX_NEW_TOKENS", 512)
+PLAYGROUND_MAX_SEQUENCES = env_int("PLAYGROUND_MAX_SEQUENCES", 16)
+PLAYGROUND_MAX_CONCURRENT = env_int("PLAYGROUND_MAX_CONCURRENT", 2)
+PLAYGROUND_DAILY_TOKENS = env_int("PLAYGROUND_DAILY_TOKENS", 200_000)
+PLAYGROUND_QUEUE_CAP = env_int("PLAYGROUND_QUEUE_CAP", 256)
+PLAYGROUND_RETENTION_DAYS = env_int("PLAYGROUND_RETENTION_DAYS", 90)
+PLAYGROUND_STREAM_TTL_SECONDS = env_int("PLAYGROUND_STREAM_TTL_SECONDS", 3600)
+PLAYGROUND_PAGE_UNWATCHED_SECONDS = env_int("PLAYGROUND_PAGE_UNWATCHED_SECONDS", 15)
+PLAYGROUND_HEARTBEAT_SECONDS = float(os.environ.get("PLAYGROUND_HEARTBEAT_SECONDS", "2"))
+PLAYGROUND_WORKER_TIMEOUT_SECONDS = float(os.environ.get("PLAYGROUND_WORKER_TIMEOUT_SECONDS", "10"))
+PLAYGROUND_DRAIN_SECONDS = float(os.environ.get("PLAYGROUND_DRAIN_SECONDS", "20"))
+PLAYGROUND_QUEUE_TIMEOUT_SECONDS = env_int("PLAYGROUND_QUEUE_TIMEOUT_SECONDS", 600)
+# A reap that waited behind long tasks (hashing) is stale by the next one: let it expire.
+CELERY_BEAT_SCHEDULE["inference-reap-jobs"] = {"task": "inference.reap_jobs", "schedule": 5.0,
+                                               "options": {"expires": 5}}
+CELERY_BEAT_SCHEDULE["inference-purge-texts"] = {"task": "inference.purge_expired_texts",
+                                                 "schedule": crontab(hour=3, minute=30)}
+CELERY_TASK_ROUTES["inference.*"] = {"queue": "default"}

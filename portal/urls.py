@@ -15,5 +15,6 @@ urlpatterns = [
     path("", include("artifacts.urls")),
     path("admin/", admin.site.urls),
     path("", include("access.urls")),
+    path("", include("inference_worker.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
 ]

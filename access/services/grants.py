@@ -11,6 +11,7 @@ from access.audit import audit_record
 from access.errors import AccessError
 from access.models import Grant, User
 from access.notifications import absolute_url, notify
+from access.signals import grant_revoked
 
 
 def _notify_holder(grant: Grant, template: str, **extra) -> None:
@@ -34,6 +35,7 @@ def grant_revoke(*, grant: Grant, by: User, reason: str, ip_address: str | None 
     grant.save(update_fields=["revoked_at", "revoked_by", "revoke_reason", "generation"])
     audit_record(actor=by, action="grant.revoke", target=grant, reason=reason, ip_address=ip_address,
                  after={"revoked_at": grant.revoked_at.isoformat(), "generation": grant.generation})
+    grant_revoked.send(sender=Grant, grant=grant)
     _notify_holder(grant, "grant_revoked", reason=reason)
     return grant
 

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from access.audit import audit_record
 from access.models import Licence, LicenceAcceptance, LicenceVersion, User
+from access.signals import licence_version_published
 
 
 @transaction.atomic
@@ -20,6 +21,7 @@ def licence_version_publish(*, licence: Licence, text_markdown: str, by: User | 
     )
     audit_record(actor=by, action="licence.publish", target=version,
                  after={"licence": licence.slug, "number": number, "sha256": version.sha256})
+    licence_version_published.send(sender=LicenceVersion, version=version)
     return version
 
 

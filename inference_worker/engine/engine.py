@@ -470,15 +470,18 @@ class Engine:
                     s.finish_reason = "stop"
         if s.finish_reason is None and len(s.output_ids) >= p.max_tokens:
             s.finish_reason = "length"
-        self._stream(s, sampled.token_id)
+        self._stream(s, sampled)
 
-    def _stream(self, s: Sequence, token_id: int | None) -> None:
+    def _stream(self, s: Sequence, sampled: Sampled | None) -> None:
         if s.on_token is None:
             return
         settled = len(s.text) if s.finished else len(s.text) - _unsettled_suffix(s.text, s.request.params.stop)
         delta = s.text[s.streamed : settled]
         s.streamed = max(s.streamed, settled)
-        event = TokenEvent(s.request.request_id, s.index, token_id, delta, s.finish_reason)
+        event = TokenEvent(
+            s.request.request_id, s.index, sampled.token_id if sampled else None, delta, s.finish_reason,
+            sampled.logprob if sampled else None, sampled.top if sampled else None,
+        )
         if s.on_token(event) is False:
             s.request.cancel.set()
 

@@ -113,13 +113,16 @@ class RequestOutput:
 @dataclass(frozen=True)
 class TokenEvent:
     """Streamed once per generated token; ``text`` is the newly settled text (may be empty while
-    a stop string or a multi-byte character is still open), ``finish_reason`` is set on the last."""
+    a stop string or a multi-byte character is still open), ``finish_reason`` is set on the last.
+    ``logprob`` is the token's (always computed); ``top`` the most likely tokens when asked for."""
 
     request_id: str
     index: int
     token_id: int | None
     text: str
     finish_reason: FinishReason | None
+    logprob: float | None = None
+    top: list[TopLogprob] | None = None
 
 
 #: Streaming callback; returning False cancels that request at the next token boundary.

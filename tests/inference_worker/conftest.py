@@ -163,3 +163,19 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 180) -> subproce
 
 
 PROMPTS = [[2, 31, 7, 400, 12, 9], [2, 5, 600], [2, 8, 8, 9, 100, 101, 102, 103, 104, 7, 3]]
+
+
+@pytest.fixture(scope="session")
+def playground_checkpoint(tmp_path_factory) -> Path:
+    """A tiny HF checkpoint with a tokenizer, served by the playground's worker processes in tests."""
+    model = random_hf_model(hf_config(max_position_embeddings=2048), seed=7)  # room for long jobs
+    return save_hf(model, tmp_path_factory.mktemp("playground") / "opt-play")
+
+
+@pytest.fixture(scope="session")
+def slow_checkpoint(tmp_path_factory) -> Path:
+    """A larger random OPT (about 3 ms a token on one thread), so that a job is still generating when
+    a test stops, kills or drains its worker."""
+    config = hf_config(hidden_size=384, num_hidden_layers=6, ffn_dim=1536, num_attention_heads=6,
+                       word_embed_proj_dim=384, max_position_embeddings=2048)
+    return save_hf(random_hf_model(config, seed=11), tmp_path_factory.mktemp("playground-slow") / "opt-play")
