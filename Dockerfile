@@ -20,6 +20,8 @@ CMD ["gunicorn", "portal.asgi:application", "--config", "portal/gunicorn.conf.py
 FROM web AS gpu
 USER root
 # PyPI's Linux build of torch bundles the CUDA libraries; the NVIDIA runtime supplies the driver.
-RUN pip install ".[worker]"
+RUN pip install ".[worker]" \
+ && python -c "import inference_worker.engine"  # the worker extra is complete
 USER gatehouse
-CMD ["celery", "-A", "portal", "worker", "--queues=gpu", "--pool=solo", "--concurrency=1"]
+# The release, checkpoint and TP degree come from docker-compose.yml (service gpu-worker).
+CMD ["python", "-m", "inference_worker.worker", "--help"]

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Usage: scripts/install-system-packages.sh COMMAND:PACKAGE ...
-# Installs each Debian PACKAGE whose COMMAND is not on the PATH yet.
+# Usage: scripts/install-system-packages.sh COMMAND:PACKAGE | PACKAGE ...
+# Installs each Debian PACKAGE whose COMMAND is not on the PATH yet (a bare PACKAGE is installed
+# unless dpkg has it), with apt-get as root (through sudo when not root). `make test`,
+# scripts/with-services.sh and scripts/run-demo.sh all install through here.
 set -euo pipefail
 missing=()
-for pair in "$@"; do
-  command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+for item in "$@"; do
+  case "$item" in
+    *:*) command -v "${item%%:*}" >/dev/null || missing+=("${item#*:}") ;;
+    *) dpkg-query -W -f='${Status}' "$item" 2>/dev/null | grep -q "install ok installed" || missing+=("$item") ;;
+  esac
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "Installing Debian packages: ${missing[*]}" >&2

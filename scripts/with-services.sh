@@ -20,13 +20,7 @@ wait_for_port() {  # port, seconds, name
   return 1
 }
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
-apt_install() {
-  echo "with-services: installing Debian packages: $*" >&2
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
-}
+install_packages() { "$root/scripts/install-system-packages.sh" "$@"; }
 
 stop_started() {
   for service in "${started[@]}"; do
@@ -44,7 +38,7 @@ as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$
 
 start_postgres() {
   pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
-  if [ -z "$pg_bin" ]; then apt_install postgresql; pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1); fi
+  if [ -z "$pg_bin" ]; then install_packages postgresql; pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1); fi
   # initdb refuses to run as root: the cluster belongs to the postgres user.
   [ "$(id -u)" = 0 ] && chown postgres "$state"
   as_postgres "$pg_bin/initdb" -D "$state/postgres" -U postgres --auth=trust -E UTF8 >/dev/null
@@ -54,7 +48,7 @@ start_postgres() {
 }
 
 start_redis() {
-  command -v redis-server >/dev/null || apt_install redis-server
+  install_packages redis-server:redis-server
   redis-server --port 6379 --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
     --pidfile "$state/redis.pid" --logfile "$state/redis.log" --dir "$state"
   started+=(redis)

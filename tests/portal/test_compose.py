@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -47,10 +48,71 @@ def test_the_production_topology_has_every_service(services):
     for name in ("postgres", "redis", "s3", "web", "downloads", "worker", "gpu-worker"):
         assert "healthcheck" in services[name], f"{name} has no healthcheck"
     assert services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
-    assert "--queues=gpu" in services["gpu-worker"]["command"]
     # Download redirects run on sync workers with one persistent connection each.
     assert "--worker-class=sync" in services["downloads"]["command"]
     assert services["downloads"]["environment"]["DATABASE_POOL"] == "0"
+
+
+def seconds(duration: str) -> float:
+    """A compose duration such as "1m30s" in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, f"not a duration: {duration}"
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def test_the_gpu_worker_serves_one_release_and_drains_before_docker_kills_it(services):
+    gpu = services["gpu-worker"]
+    command = gpu["command"]
+    assert command[:3] == ["python", "-m", "inference_worker.worker"]
+    assert dict(zip(command[3::2], command[4::2])) == {
+        "--release": "opt-175b", "--checkpoint": "/models/opt", "--tp": "8", "--device": "cuda", "--dtype": "float16"}
+    assert gpu["environment"]["INFERENCE_RELEASE"] == "opt-175b"  # what its healthcheck looks for
+    assert seconds(gpu["stop_grace_period"]) > float(gpu["environment"]["PLAYGROUND_DRAIN_SECONDS"])
+    assert gpu["shm_size"]  # NCCL between the ranks
+    # Each job thread holds its own database connection for the whole job.
+    assert gpu["environment"]["DATABASE_POOL"] == "0"
+    # Web-side playground tasks (beat) go to the queue the default worker consumes.
+    assert "--queues=default" in services["worker"]["command"]
+
+
+def test_the_release_and_tensor_parallel_degree_come_from_the_environment():
+    result = compose_config(**COMPOSE_ENV, INFERENCE_RELEASE="opt-66b", INFERENCE_TP_DEGREE="2")
+    assert result.returncode == 0, result.stderr
+    gpu = yaml.safe_load(result.stdout)["services"]["gpu-worker"]
+    options = dict(zip(gpu["command"][3::2], gpu["command"][4::2]))
+    assert (options["--release"], options["--tp"]) == ("opt-66b", "2")
+    assert gpu["environment"]["INFERENCE_RELEASE"] == "opt-66b"
+
+
+def test_the_gpu_worker_is_healthy_only_while_its_own_worker_heartbeats(services):
+    from inference_worker.worker.runtime import WorkerRuntime
+
+    kind, *healthcheck = services["gpu-worker"]["healthcheck"]["test"]
+    assert kind == "CMD" and healthcheck[0] == "python"
+    release = "compose-healthcheck"
+
+    def healthy() -> bool:
+        result = subprocess.run([sys.executable, *healthcheck[1:]], cwd=ROOT, capture_output=True, text=True,
+                                timeout=60, env={**os.environ, "INFERENCE_RELEASE": release})
+        assert result.returncode in (0, 1), result.stderr
+        return result.returncode == 0
+
+    engine = SimpleNamespace(max_batch=16)
+    elsewhere = WorkerRuntime(engine, release=release, tp=8, device="cuda", dtype="float16", load_seconds=1.0,
+                              worker_id=f"{release}-another-host-1")
+    here = WorkerRuntime(engine, release=release, tp=8, device="cuda", dtype="float16", load_seconds=1.0)
+    try:
+        elsewhere.heartbeat()
+        assert not healthy(), "another machine's worker made this one look healthy"
+        here.heartbeat()
+        assert healthy()
+        here.begin_drain()  # heartbeats now say it is draining
+        assert not healthy()
+    finally:
+        here.stop()
+        elsewhere.stop()
+    assert not healthy()
 
 
 def test_missing_secrets_are_refused_with_the_variable_named():
@@ -78,6 +140,11 @@ def test_every_project_command_exists(services):
             assert help_text.returncode == 0, help_text.stderr
             for option in (arg.split("=")[0] for arg in command[4:] if arg.startswith("--")):
                 assert option in help_text.stdout, f"{name}: celery {command[3]} has no {option}"
+        elif program == "python" and command[1] == "-m":
+            help_text = run(sys.executable, "-m", command[2], "--help")
+            assert help_text.returncode == 0, help_text.stderr
+            for option in (arg for arg in command[3:] if arg.startswith("--")):
+                assert option in help_text.stdout, f"{name}: python -m {command[2]} has no {option}"
         elif program == "python":
             assert command[1] == "manage.py"
             commands = run(sys.executable, "manage.py", "help", "--commands").stdout.split()
