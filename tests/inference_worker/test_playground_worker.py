@@ -148,6 +148,10 @@ def test_a_page_stream_that_reconnects_misses_nothing(release, slow_checkpoint, 
     user, _ = researcher_with_token(release)
     with gpu_worker(slow_checkpoint, tmp_path / "worker.log"), asgi_server(tmp_path / "web.log", PLAYGROUND_MAX_NEW_TOKENS=2000) as url:
         page_job = submit(user, source=PromptJob.Source.PAGE, max_tokens=300, ignore_eos=True, temperature=0.9, seed=3)
+        events_url = f"{url}/playground/jobs/{page_job.pk}/events"
+        assert httpx.get(events_url).status_code == 401, "the stream front checks the session like Django"
+        stranger, _ = researcher_with_token(release)
+        assert httpx.get(events_url, cookies=session_cookie(stranger)).status_code == 404
         received, last_id = [], None
         with httpx.Client(base_url=url, cookies=session_cookie(user), timeout=30) as http:
             with http.stream("GET", f"/playground/jobs/{page_job.pk}/events") as response:
