@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 
 from artifacts.models import Release
@@ -50,8 +51,20 @@ def release_model_info(*, release: Release) -> ReleaseModelInfo:
     Raises ReleaseModelUnavailable when the release has no verified files of either kind, or they
     cannot be read. A release registered again (new hashes) is read again.
     """
+    now = time.monotonic()
+    key = (release.pk, release.created_at)
+    known = _recent.get(key)
+    if known is not None and known[0] > now:  # looked up moments ago: no queries on the submission path
+        return known[1]
     config, tokenizer = _locate(release)
-    return _read(release.pk, config, tokenizer)
+    info = _read(release.pk, config, tokenizer)
+    _recent[key] = (now + RECHECK_SECONDS, info)
+    return info
+
+
+#: how long a release's files are trusted before they are looked up again (a re-registration shows after this)
+RECHECK_SECONDS = 30.0
+_recent: dict[tuple, tuple[float, ReleaseModelInfo]] = {}
 
 
 def _locate(release: Release) -> tuple[_Source, tuple[tuple[str, _Source], ...]]:

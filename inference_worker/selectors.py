@@ -41,8 +41,13 @@ def queue_position(*, job: PromptJob) -> int | None:
     return ahead + 1
 
 
-def open_jobs_count(*, user: User) -> int:
-    return PromptJob.objects.filter(user=user, status__in=PromptJob.OPEN_STATUSES).count()
+def usage_of(*, user: User, now: datetime) -> tuple[int, int]:
+    """The user's jobs queued or running, and the tokens charged to today's quota (``tokens_used_today``)."""
+    totals = PromptJob.objects.filter(user=user).aggregate(
+        open=Count("pk", filter=Q(status__in=PromptJob.OPEN_STATUSES)),
+        used=Sum("tokens_charged", filter=Q(queued_at__gte=day_start(now))),
+    )
+    return totals["open"], totals["used"] or 0
 
 
 def queued_jobs_count(*, release: Release) -> int:

@@ -120,15 +120,15 @@ def job_submit(*, user: User, request: CompletionRequest, source: str) -> Prompt
                                           retry_after=30)
     limits = selectors.limits_for(user=user)
     info = model_info_for(release=release)
-    ids = prompt_token_ids(release=release, prompts=request.prompts)
+    ids = prompt_token_ids(release=release, prompts=request.prompts)  # the same (cached) model info
     reserved = _check_size(request=request, ids=ids, limits=limits, max_positions=info.max_positions)
 
     User.objects.select_for_update().filter(pk=user.pk).first()  # one submission per user at a time
     now = timezone.now()
-    if selectors.open_jobs_count(user=user) >= limits.max_concurrent:
+    open_jobs, used = selectors.usage_of(user=user, now=now)
+    if open_jobs >= limits.max_concurrent:
         raise CompletionError.rate_limited(f"You already have {limits.max_concurrent} requests queued or running; "
                                            "wait for one to finish.", limit="concurrent_requests", retry_after=2)
-    used = selectors.tokens_used_today(user=user, now=now)
     if used + reserved > limits.daily_tokens:
         raise CompletionError.rate_limited(f"This request may use up to {reserved} tokens and you have "
                                            f"{max(limits.daily_tokens - used, 0)} of your {limits.daily_tokens} left "
@@ -204,23 +204,24 @@ def jobs_cancel_for_licence(*, licence_version, reason: str = "licence_changed")
 
 # -- the worker's side (called by gpu.generate in the worker process) --------------------------------
 
-@transaction.atomic
 def job_claim(*, job_id, attempt: int, worker: str) -> PromptJob | None:
     """Mark the job running on ``worker``; None when this delivery is stale (another attempt, or the job
-    ended or was cancelled while queued) or its access ended meanwhile."""
-    job = PromptJob.objects.select_for_update().select_related("release__licence", "user").filter(pk=job_id).first()
-    if job is None or job.attempt != attempt or job.status != S.QUEUED:
-        return None
-    grant = grant_active_for(user=job.user, release=job.release)
-    if grant is None or licence_acceptance_required(user=job.user, release=job.release) is not None:
-        job.status, job.finished_at, job.tokens_charged, job.finish_reason = S.CANCELLED, timezone.now(), 0, "cancelled"
-        job.error_code = "access_ended"
-        job.save(update_fields=["status", "finished_at", "tokens_charged", "finish_reason", "error_code"])
-        transaction.on_commit(lambda: streams.append_event(job.id, streams.TERMINAL, _done_data(job)))
-        return None
-    job.status, job.started_at, job.worker = S.RUNNING, timezone.now(), worker
-    job.save(update_fields=["status", "started_at", "worker"])
-    return job
+    ended or was cancelled while queued) or its grant ended meanwhile. Revocation and new licence
+    versions cancel queued jobs themselves; an expiry does not, so the claim checks the grant."""
+    now = timezone.now()
+    claimed = PromptJob.objects.filter(
+        pk=job_id, attempt=attempt, status=S.QUEUED, grant__revoked_at__isnull=True, grant__expires_at__gt=now,
+    ).update(status=S.RUNNING, started_at=now, worker=worker)
+    if claimed:
+        return PromptJob.objects.select_related("release").get(pk=job_id)
+    with transaction.atomic():
+        job = PromptJob.objects.select_for_update().filter(pk=job_id, attempt=attempt, status=S.QUEUED).first()
+        if job is not None:  # still waiting, so its grant ended: it will never run
+            job.status, job.finished_at, job.tokens_charged, job.finish_reason = S.CANCELLED, now, 0, "cancelled"
+            job.error_code = "access_ended"
+            job.save(update_fields=["status", "finished_at", "tokens_charged", "finish_reason", "error_code"])
+            transaction.on_commit(lambda: streams.append_event(job.id, streams.TERMINAL, _done_data(job)))
+    return None
 
 
 @transaction.atomic

@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    # Each job thread keeps its database connection (Celery closes it after every task otherwise,
+    # and a new one costs more than the claim itself).
+    os.environ.setdefault("DATABASE_CONN_MAX_AGE", "600")
     import django
 
     django.setup()

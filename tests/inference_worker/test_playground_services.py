@@ -225,3 +225,13 @@ def test_a_job_no_worker_takes_fails_instead_of_waiting_for_ever(researcher, set
     job.refresh_from_db()
     assert (job.status, job.error_code) == ("failed", "queue_timeout")
     assert streams.last_event_type(job.pk) == "done"
+
+
+def test_a_job_whose_grant_expired_while_it_waited_never_runs(researcher):
+    heartbeat()
+    job = submit(researcher)
+    job.grant.expires_at = timezone.now() - timedelta(seconds=1)
+    job.grant.save()
+    assert services.job_claim(job_id=job.pk, attempt=1, worker="w") is None
+    job.refresh_from_db()
+    assert (job.status, job.error_code, job.tokens_charged) == ("cancelled", "access_ended", 0)

@@ -10,6 +10,7 @@ import pytest
 from artifacts.models import ArtifactFile
 from artifacts.services.registration import files_hash, variant_register
 from artifacts.storage import S3Storage
+from inference_worker import release_model
 from inference_worker.engine import writers
 from inference_worker.release_model import ReleaseModelUnavailable, release_model_info
 from inference_worker.tokenization import OPTTokenizer
@@ -125,11 +126,15 @@ def test_bytes_changed_in_storage_since_verification_are_refused(hf_dir):
         release_model_info(release=release)
 
 
-def test_the_cache_rereads_a_release_registered_again(hf_dir):
+def test_the_cache_rereads_a_release_registered_again(hf_dir, monkeypatch, django_assert_num_queries):
     release = ReleaseFactory()
     register(release, "hf-safetensors", str(hf_dir))
     first = release_model_info(release=release)
-    assert release_model_info(release=release) is first
+    with django_assert_num_queries(0):
+        assert release_model_info(release=release) is first, "looked up moments ago: no queries"
+    monkeypatch.setattr(release_model, "RECHECK_SECONDS", 0.0)  # as if the window had passed
+    monkeypatch.setattr(release_model, "_recent", {})
+    assert release_model_info(release=release) is first, "the same files: the same reading"
 
     config = json.loads((hf_dir / "config.json").read_text())
     (hf_dir / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 64}))
