@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    # Each job thread keeps its database connection (Celery closes it after every task otherwise,
-    # and a new one costs more than the claim itself).
+    # Each job thread keeps its database connection: a new one costs more than the claim itself.
     os.environ.setdefault("DATABASE_CONN_MAX_AGE", "600")
     import django
 
@@ -87,6 +86,9 @@ def consume(engine, args: argparse.Namespace, *, tp: int, load_seconds: float) -
                                    load_seconds=load_seconds, worker_id=args.worker_id)
     runtime.install(worker)
     worker_shutting_down.connect(lambda **_: worker.begin_drain(), weak=False)
+    # Celery's Django fixup closes every database connection around each task unless told to reuse
+    # them; the job threads keep theirs (WorkerRuntime.run_job drops one that broke).
+    app.conf["CELERY_DB_REUSE_MAX"] = 1_000_000
     assert tasks.generate.name == "gpu.generate"
     worker.start()
     logging.getLogger(__name__).info("Worker %s loaded %s in %.2f s; consuming %s", worker.worker_id,

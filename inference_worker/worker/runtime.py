@@ -21,6 +21,7 @@ from datetime import datetime
 
 import redis
 from django.conf import settings
+from django.db import close_old_connections
 from django.utils import timezone
 
 from inference_worker import services, streams
@@ -149,6 +150,7 @@ class WorkerRuntime:
     # -- one job ------------------------------------------------------------------------------------
 
     def run_job(self, job_id: str, attempt: int) -> None:
+        close_old_connections()  # this thread's connection is kept across jobs: not one that broke or aged
         job = services.job_claim(job_id=job_id, attempt=attempt, worker=self.worker_id)
         if job is None:
             logger.info("Dropped a stale or cancelled delivery of job %s (attempt %d)", job_id, attempt)
