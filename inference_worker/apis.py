@@ -172,7 +172,8 @@ async def _stream_chunks(job: PromptJob, parsed: CompletionRequest):
     offsets: dict[int, int] = {}
     subscription = None
     try:
-        prompt_texts = await sync_to_async(_prompt_texts)(job)
+        # without echo no prompt text is sent: stay off the thread that runs the other requests' queries
+        prompt_texts = await sync_to_async(_prompt_texts)(job) if p["echo"] else [""] * len(job.prompt_ids)
         subscription = await streams.stream_hub().subscribe(job.pk)
         for prompt_index, text in enumerate(prompt_texts):
             for i in range(p["n"]):
@@ -218,8 +219,6 @@ async def _stream_chunks(job: PromptJob, parsed: CompletionRequest):
 
 def _prompt_texts(job: PromptJob) -> list[str]:
     """What ``echo`` returns of each prompt: the text as sent, or the ids' decoded text."""
-    if not job.params["echo"]:
-        return ["" for _ in job.prompt_ids]
     tokenizer = services.model_info_for(release=job.release).tokenizer  # read when the job was submitted
     return [prompt if isinstance(prompt, str) else tokenizer.decode(prompt) for prompt in job.prompts]
 
