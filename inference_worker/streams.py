@@ -174,7 +174,10 @@ class StreamHub:
             if self._task is None or self._task.done():
                 self._task = asyncio.create_task(self._read_loop(), name="stream-hub")
             else:
-                await self._commands.xadd(self._wake_key, {"w": "1"}, maxlen=16, approximate=True)
+                async with self._commands.pipeline(transaction=False) as pipe:  # gone a day after its process
+                    pipe.xadd(self._wake_key, {"w": "1"}, maxlen=16, approximate=True)
+                    pipe.expire(self._wake_key, 24 * 3600)
+                    await pipe.execute()
         except redis.RedisError as error:
             self.unsubscribe(subscription)
             raise StreamError(f"Redis is unavailable: {error}") from error
