@@ -1,10 +1,10 @@
 """The GPU worker's state: one serving engine, the jobs in flight, heartbeats, cancellations, drain.
 
 Celery's threads pool runs one ``gpu.generate`` task per job, many at once; each submits its
-prompts to the one engine, whose continuous batch they share, and streams the engine's token
-events to the job's Redis stream from its own thread (the engine's loop only puts them on a
-queue). Nothing here writes to the database per token: a job is claimed, and later completed
-or failed, in one write each.
+prompts to the one engine, whose continuous batch they share, and follows them until they end.
+The engine's token events reach the jobs' Redis streams through the worker's one
+``StreamWriter``. Nothing here writes to the database per token: a job is claimed, and later
+completed or failed, in one write each.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import socket
 import threading
 import time
+from concurrent.futures import wait
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -26,9 +26,10 @@ from django.utils import timezone
 
 from inference_worker import services, streams
 from inference_worker.engine import Engine
-from inference_worker.engine.requests import Request, SamplingParams, TokenEvent
+from inference_worker.engine.requests import Request, SamplingParams
 from inference_worker.models import PromptJob
 from inference_worker.worker import outputs
+from inference_worker.worker.stream_writer import StreamWriter
 
 logger = logging.getLogger(__name__)
 #: how often a running job checks its cancel flag, its page watcher and the drain deadline
@@ -39,10 +40,13 @@ CHECK_SECONDS = 0.5
 class JobHandle:
     job: PromptJob
     cancel: threading.Event = field(default_factory=threading.Event)
-    events: queue.Queue = field(default_factory=queue.Queue)
-    first_token_at: datetime | None = None
+    first_token_at: datetime | None = None  # these three are kept by the StreamWriter
     tokens: int = 0
+    write_error: Exception | None = None
     handed_back: bool = False  # drained or lost: re-run or failed instead of completed
+
+    def __hash__(self) -> int:
+        return id(self)
 
 
 class WorkerRuntime:
@@ -52,17 +56,18 @@ class WorkerRuntime:
         self.load_seconds = load_seconds
         self.worker_id = worker_id or f"{release}-{socket.gethostname()}-{os.getpid()}"
         self.redis = streams.redis_client()
+        self.writer = StreamWriter(self.redis, engine.tokenizer)
         self.in_flight: dict[str, JobHandle] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.drain_deadline: float | None = None
-        self._tokens_total = 0
         self._rate_mark = (time.monotonic(), 0)  # (when, tokens_total) at the last heartbeat
         self._started = time.time()
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.writer.start()
         for target, name in ((self._heartbeat_loop, "heartbeat"), (self._cancel_listener, "cancel-listener")):
             threading.Thread(target=target, name=name, daemon=True).start()
         self.heartbeat()
@@ -105,7 +110,7 @@ class WorkerRuntime:
         payload = {
             "worker": self.worker_id, "release": self.release, "tp": self.tp, "device": self.device,
             "dtype": self.dtype, "max_batch": self.engine.max_batch, "jobs_in_flight": len(self.in_flight),
-            "tokens_per_second": round(self._tokens_rate(), 1), "tokens_total": self._tokens_total,
+            "tokens_per_second": round(self._tokens_rate(), 1), "tokens_total": self.writer.tokens_total,
             "load_seconds": round(self.load_seconds, 2), "uptime_seconds": round(elapsed),
             "draining": self.drain_deadline is not None, "at": timezone.now().isoformat(),
         }
@@ -117,9 +122,9 @@ class WorkerRuntime:
 
     def _tokens_rate(self) -> float:
         """Tokens per second streamed since the previous heartbeat."""
-        now, (then, total) = time.monotonic(), self._rate_mark
-        self._rate_mark = (now, self._tokens_total)
-        return (self._tokens_total - total) / (now - then) if now > then else 0.0
+        now, (then, total), tokens_total = time.monotonic(), self._rate_mark, self.writer.tokens_total
+        self._rate_mark = (now, tokens_total)
+        return (tokens_total - total) / (now - then) if now > then else 0.0
 
     def _heartbeat_loop(self) -> None:
         while not self._stopping.wait(settings.PLAYGROUND_HEARTBEAT_SECONDS):
@@ -162,7 +167,6 @@ class WorkerRuntime:
                 return
             self.in_flight[job_id] = handle
         try:
-            streams.append_event(job.id, "started", {"attempt": attempt, "worker": self.worker_id}, client=self.redis)
             self._generate(handle)
         except Exception as error:  # the job fails with the reason; the worker goes on
             logger.exception("Job %s failed", job_id)
@@ -176,12 +180,16 @@ class WorkerRuntime:
         job = handle.job
         params = SamplingParams(**job.params)
         streamed = params.n_sequences == params.n  # best_of picks its choices at the end: nothing to stream
+        # queued, not written: the engine starts on the prompts while the writer sends it
+        self.writer.event(handle, "started", {"attempt": job.attempt, "worker": self.worker_id})
         futures = []
         for prompt_index, ids in enumerate(job.prompt_ids):
             request = Request(list(ids), params, request_id=f"{job.pk}:{prompt_index}", cancel=handle.cancel)
-            callback = self._callback(handle, prompt_index * params.n) if streamed else None
+            callback = self.writer.on_token(handle, prompt_index * params.n) if streamed else None
             futures.append(self.engine.submit(request, on_token=callback))
-        self._pump(handle, futures)
+        while wait(futures, timeout=CHECK_SECONDS).not_done:
+            self._check(handle)
+        self.writer.flush(handle)  # every token of the job is in its stream before it ends
         results = [future.result() for future in futures]
         if handle.handed_back:
             services.job_worker_lost(job=job, reason="its worker shut down")
@@ -198,51 +206,6 @@ class WorkerRuntime:
         if done is not None:
             streams.append_event(job.pk, streams.TERMINAL, {"status": done.status, "usage": services.job_usage(done)},
                                  client=self.redis)
-
-    def _callback(self, handle: JobHandle, first_index: int):
-        def on_token(event: TokenEvent) -> None:  # runs in the engine's loop: only a queue put
-            handle.events.put((first_index + event.index, event))
-        return on_token
-
-    def _pump(self, handle: JobHandle, futures: list) -> None:
-        """Write the job's token events to its stream until every prompt is done, checking
-        between batches whether it was cancelled or left unwatched."""
-        key = streams.job_stream_key(handle.job.pk)
-        next_check = time.monotonic() + CHECK_SECONDS
-        while True:
-            finished = all(f.done() for f in futures)
-            batch = self._take(handle.events, block=not finished)
-            if batch:
-                with self.redis.pipeline(transaction=False) as pipe:
-                    for index, event in batch:
-                        if event.token_id is not None or event.text:  # a cancel flushes held-back text
-                            pipe.xadd(key, streams.event_fields(
-                                "token", outputs.token_event_data(self.engine.tokenizer, event, index)))
-                        if event.finish_reason is not None and not handle.handed_back:  # it runs again elsewhere
-                            pipe.xadd(key, streams.event_fields(
-                                "finish", {"index": index, "finish_reason": event.finish_reason}))
-                    pipe.execute()
-                tokens = sum(1 for _, e in batch if e.token_id is not None)
-                if tokens and handle.first_token_at is None:
-                    handle.first_token_at = timezone.now()
-                handle.tokens += tokens
-                self._tokens_total += tokens
-            elif finished:
-                return
-            if time.monotonic() >= next_check:
-                next_check = time.monotonic() + CHECK_SECONDS
-                self._check(handle)
-
-    @staticmethod
-    def _take(events: queue.Queue, *, block: bool) -> list:
-        batch = []
-        try:
-            batch.append(events.get(timeout=CHECK_SECONDS) if block else events.get_nowait())
-            while True:
-                batch.append(events.get_nowait())
-        except queue.Empty:
-            pass
-        return batch
 
     def _check(self, handle: JobHandle) -> None:
         if handle.cancel.is_set():
