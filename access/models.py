@@ -60,8 +60,12 @@ class Licence(models.Model):
     def __str__(self) -> str:
         return self.title
 
+    def published_versions(self) -> "models.QuerySet[LicenceVersion]":
+        """Newest first: the first is the version in force."""
+        return self.versions.filter(published_at__isnull=False).order_by("-number")
+
     def current_version(self) -> "LicenceVersion | None":
-        return self.versions.filter(published_at__isnull=False).order_by("-number").first()
+        return self.published_versions().first()
 
 
 class LicenceVersion(models.Model):

@@ -1,6 +1,7 @@
 """Reads of the access app, each scoped to who is asking.
 
-The download side and the playground call ``grant_active_for`` and ``licence_acceptance_required``.
+The download side and the playground call ``grant_active_for`` (or ``grants_active_of``) and
+``licence_status`` / ``licence_acceptance_required``.
 """
 
 import statistics
@@ -20,22 +21,41 @@ S = Application.Status
 
 # For downloads and the playground ----------------------------------------------------------------
 
+def grants_active_of(*, user: User) -> QuerySet[Grant]:
+    """The user's grants that are neither expired nor revoked."""
+    return Grant.objects.filter(user=user, revoked_at__isnull=True, expires_at__gt=timezone.now())
+
+
 def grant_active_for(*, user: User, release: Release) -> Grant | None:
     """The user's active (not expired, not revoked) grant for ``release``, or None."""
     if not user.is_authenticated:
         return None
-    return (Grant.objects.filter(user=user, release=release, revoked_at__isnull=True, expires_at__gt=timezone.now())
-            .order_by("-expires_at").first())
+    return grants_active_of(user=user).filter(release=release).order_by("-expires_at").first()
+
+
+@dataclass(frozen=True)
+class LicenceStatus:
+    current: LicenceVersion | None  # the version in force (None: the licence has none published)
+    accepted: bool
+
+    @property
+    def to_accept(self) -> LicenceVersion | None:
+        return self.current if self.current is not None and not self.accepted else None
+
+
+def licence_status(*, user: User, release: Release) -> LicenceStatus:
+    """The release's licence version in force and whether the user accepted it, in one query."""
+    versions = release.licence.published_versions()
+    if not user.is_authenticated:
+        return LicenceStatus(versions.first(), accepted=False)
+    current = versions.annotate(
+        accepted=Exists(LicenceAcceptance.objects.filter(user=user, licence_version=OuterRef("pk")))).first()
+    return LicenceStatus(current, accepted=bool(current is not None and current.accepted))
 
 
 def licence_acceptance_required(*, user: User, release: Release) -> LicenceVersion | None:
     """The licence version the user must (re)accept before using ``release``, or None when signed."""
-    current = release.licence.current_version()
-    if current is None:
-        return None
-    if LicenceAcceptance.objects.filter(user=user, licence_version=current).exists():
-        return None
-    return current
+    return licence_status(user=user, release=release).to_accept
 
 
 # For applicants ----------------------------------------------------------------------------------

@@ -40,18 +40,18 @@ def error_response(error: CompletionError) -> JsonResponse:
     return response
 
 
-async def api_user(request: HttpRequest, scope: str) -> User:
+def token_user(request: HttpRequest, scope: str) -> User:
     """The caller of a personal API token that holds ``scope``; CompletionError 401/403 otherwise."""
     header = request.headers.get("Authorization", "")
     if not header:
         raise CompletionError.unauthenticated(
             "Send your personal API token as 'Authorization: Bearer <token>'; create one at /access/tokens/.")
     try:
-        token: ApiToken = await sync_to_async(api_token_authenticate)(raw=api_token_from_header(header))
+        token: ApiToken = api_token_authenticate(raw=api_token_from_header(header))
     except ApiTokenInvalid as error:
         raise CompletionError.unauthenticated(str(error)) from None
-    if not api_token_has_scope(token, ApiToken.Scope.INFERENCE):
-        raise CompletionError.forbidden(api_token_scope_missing_message(ApiToken.Scope.INFERENCE), code="token_scope")
+    if not api_token_has_scope(token, scope):
+        raise CompletionError.forbidden(api_token_scope_missing_message(scope), code="token_scope")
     return token.user
 
 
@@ -80,7 +80,8 @@ def _model_entry(release) -> dict:
             "owned_by": "gatehouse", "context_length": context}
 
 
-def _models_of(user: User, slug: str | None = None) -> list[dict]:
+def _models_for(request: HttpRequest, slug: str | None) -> list[dict]:
+    user = token_user(request, ApiToken.Scope.INFERENCE)
     rows = [row for row in selectors.playground_releases_of(user=user) if slug is None or row.release.slug == slug]
     return [_model_entry(row.release) for row in rows]
 
@@ -91,10 +92,9 @@ async def models(request: HttpRequest, slug: str | None = None) -> HttpResponse:
     if request.method != "GET":
         return _method_not_allowed("GET")
     try:
-        user = await api_user(request, ApiToken.Scope.INFERENCE)
+        entries = await sync_to_async(_models_for)(request, slug)
     except CompletionError as error:
         return error_response(error)
-    entries = await sync_to_async(_models_of)(user, slug)
     if slug is None:
         return JsonResponse({"object": "list", "data": entries})
     if not entries:
@@ -109,9 +109,7 @@ async def completions(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return _method_not_allowed("POST")
     try:
-        user = await api_user(request, ApiToken.Scope.INFERENCE)
-        parsed = parse_completion_request(_json_body(request))
-        job = await sync_to_async(services.job_submit)(user=user, request=parsed, source=PromptJob.Source.API)
+        parsed, job = await sync_to_async(_submit)(request)
     except CompletionError as error:
         return error_response(error)
     except streams.PlaygroundUnavailable as error:
@@ -126,6 +124,13 @@ async def completions(request: HttpRequest) -> HttpResponse:
     except asyncio.CancelledError:  # the client went away: free the slot now
         await sync_to_async(services.job_cancel)(job=job, reason="client_disconnected")
         raise
+
+
+def _submit(request: HttpRequest) -> tuple[CompletionRequest, PromptJob]:
+    """The caller, the request and its queued job, in one trip to the thread that runs the queries."""
+    user = token_user(request, ApiToken.Scope.INFERENCE)
+    parsed = parse_completion_request(_json_body(request))
+    return parsed, services.job_submit(user=user, request=parsed, source=PromptJob.Source.API)
 
 
 async def _final_response(job: PromptJob) -> JsonResponse:

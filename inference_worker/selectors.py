@@ -11,7 +11,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from access.models import Grant, User
-from access.selectors import licence_acceptance_required
+from access.selectors import grants_active_of, licence_acceptance_required
 from artifacts.models import Release
 from inference_worker import streams
 from inference_worker.models import OutputFlag, PlaygroundLimit, PromptJob
@@ -41,17 +41,22 @@ def queue_position(*, job: PromptJob) -> int | None:
     return ahead + 1
 
 
-def usage_of(*, user: User, now: datetime) -> tuple[int, int]:
-    """The user's jobs queued or running, and the tokens charged to today's quota (``tokens_used_today``)."""
-    totals = PromptJob.objects.filter(user=user).aggregate(
-        open=Count("pk", filter=Q(status__in=PromptJob.OPEN_STATUSES)),
-        used=Sum("tokens_charged", filter=Q(queued_at__gte=day_start(now))),
+@dataclass(frozen=True)
+class SubmissionCounts:
+    open_jobs: int  # the user's jobs queued or running
+    tokens_today: int  # charged to the user's quota today (as ``tokens_used_today``)
+    queued_on_release: int  # every user's jobs waiting on the release
+
+
+def submission_counts(*, user: User, release: Release, now: datetime) -> SubmissionCounts:
+    """What a new job of the user on the release is checked against, in one query."""
+    mine, queued_here = Q(user=user), Q(release=release, status=S.QUEUED)
+    totals = PromptJob.objects.filter(mine | queued_here).aggregate(
+        open=Count("pk", filter=mine & Q(status__in=PromptJob.OPEN_STATUSES)),
+        used=Sum("tokens_charged", filter=mine & Q(queued_at__gte=day_start(now))),
+        queued=Count("pk", filter=queued_here),
     )
-    return totals["open"], totals["used"] or 0
-
-
-def queued_jobs_count(*, release: Release) -> int:
-    return PromptJob.objects.filter(release=release, status=S.QUEUED).count()
+    return SubmissionCounts(totals["open"], totals["used"] or 0, totals["queued"])
 
 
 def day_start(now: datetime) -> datetime:
@@ -103,8 +108,17 @@ def default_limits() -> Limits:
 
 def limits_for(*, user: User) -> Limits:
     """The site defaults, with this user's overrides set by staff."""
+    return _limits_with(PlaygroundLimit.objects.filter(user=user).first())
+
+
+def limits_locking_user(*, user: User) -> Limits:
+    """``limits_for``, read while locking the user's row until the transaction ends (in the same query)."""
+    locked = User.objects.select_for_update(of=("self",)).select_related("playground_limit").get(pk=user.pk)
+    return _limits_with(getattr(locked, "playground_limit", None))
+
+
+def _limits_with(override: PlaygroundLimit | None) -> Limits:
     defaults = default_limits()
-    override = PlaygroundLimit.objects.filter(user=user).first()
     if override is None:
         return defaults
     values = {name: getattr(override, name) for name in Limits.FIELDS}
@@ -122,8 +136,7 @@ class PlaygroundRelease:
 
 def playground_releases_of(*, user: User) -> list[PlaygroundRelease]:
     """The releases the user holds an active grant for, and whether a licence must be accepted first."""
-    grants = (Grant.objects.filter(user=user, revoked_at__isnull=True, expires_at__gt=timezone.now())
-              .select_related("release__licence").order_by("release__slug", "-expires_at"))
+    grants = (grants_active_of(user=user).select_related("release__licence").order_by("release__slug", "-expires_at"))
     seen, rows = set(), []
     for grant in grants:
         if grant.release_id in seen:

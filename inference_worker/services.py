@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -17,8 +18,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from access.audit import audit_record
-from access.models import Grant, User
-from access.selectors import grant_active_for, licence_acceptance_required
+from access.models import Grant, LicenceVersion, User
+from access.selectors import grants_active_of, licence_status
 from artifacts.models import Release
 from inference_worker import selectors, streams
 from inference_worker.completions import CompletionError, CompletionRequest
@@ -38,20 +39,30 @@ def gpu_queue(release_slug: str) -> str:
 
 # -- submission -------------------------------------------------------------------------------------
 
-def playground_release_for(*, user: User, model: str) -> tuple[Release, Grant]:
-    """The release named ``model`` and the user's grant for it, or the error that says what to do."""
-    release = Release.objects.select_related("licence").filter(slug=model).first()
-    grant = grant_active_for(user=user, release=release) if release is not None else None
-    if release is None or (grant is None and not release.is_listed):
-        raise CompletionError.model_not_found(model)
+@dataclass(frozen=True)
+class PlaygroundAccess:
+    release: Release
+    grant: Grant
+    licence_version: LicenceVersion | None  # the version in force, which the user has accepted
+
+
+def playground_access_for(*, user: User, model: str) -> PlaygroundAccess:
+    """The release named ``model``, the user's grant for it and the licence version they accepted,
+    or the error that says what to do."""
+    grant = (grants_active_of(user=user).filter(release__slug=model).select_related("release__licence")
+             .order_by("-expires_at").first())
     if grant is None:
+        release = Release.objects.filter(slug=model).first()
+        if release is None or not release.is_listed:
+            raise CompletionError.model_not_found(model)
         raise CompletionError.forbidden(f"You have no active access to '{model}'. Apply for it at "
                                         f"{settings.SITE_URL}{reverse('access:apply')}.", code="no_grant")
-    if licence_acceptance_required(user=user, release=release) is not None:
-        url = settings.SITE_URL + reverse("access:licence_accept", args=[release.slug])
+    licence = licence_status(user=user, release=grant.release)
+    if licence.to_accept is not None:
+        url = settings.SITE_URL + reverse("access:licence_accept", args=[model])
         raise CompletionError.forbidden(f"A new version of the licence for '{model}' must be accepted first, "
                                         f"at {url}.", code="licence_required")
-    return release, grant
+    return PlaygroundAccess(grant.release, grant, licence.current)
 
 
 def model_info_for(*, release: Release):
@@ -114,33 +125,33 @@ def job_submit(*, user: User, request: CompletionRequest, source: str) -> Prompt
     Raises ``CompletionError``: 403/404 for access, 400 for what can never run, 429 for a limit
     with ``Retry-After``, 503 when no worker serves the release.
     """
-    release, grant = playground_release_for(user=user, model=request.model)
+    access = playground_access_for(user=user, model=request.model)
+    release = access.release
     if not any(not worker.get("draining") for worker in selectors.live_workers(release_slug=release.slug)):
         raise CompletionError.unavailable(f"No worker is serving '{release.slug}' right now; try again later.",
                                           retry_after=30)
-    limits = selectors.limits_for(user=user)
+    limits = selectors.limits_locking_user(user=user)  # one submission per user at a time
     info = model_info_for(release=release)
     ids = prompt_token_ids(release=release, prompts=request.prompts)  # the same (cached) model info
     reserved = _check_size(request=request, ids=ids, limits=limits, max_positions=info.max_positions)
 
-    User.objects.select_for_update().filter(pk=user.pk).first()  # one submission per user at a time
     now = timezone.now()
-    open_jobs, used = selectors.usage_of(user=user, now=now)
-    if open_jobs >= limits.max_concurrent:
+    counts = selectors.submission_counts(user=user, release=release, now=now)
+    if counts.open_jobs >= limits.max_concurrent:
         raise CompletionError.rate_limited(f"You already have {limits.max_concurrent} requests queued or running; "
                                            "wait for one to finish.", limit="concurrent_requests", retry_after=2)
-    if used + reserved > limits.daily_tokens:
+    if counts.tokens_today + reserved > limits.daily_tokens:
         raise CompletionError.rate_limited(f"This request may use up to {reserved} tokens and you have "
-                                           f"{max(limits.daily_tokens - used, 0)} of your {limits.daily_tokens} left "
-                                           "today (prompt and completion tokens of every sequence).", limit="tokens",
-                                           retry_after=seconds_until_tomorrow(now))
-    if selectors.queued_jobs_count(release=release) >= settings.PLAYGROUND_QUEUE_CAP:
+                                           f"{max(limits.daily_tokens - counts.tokens_today, 0)} of your "
+                                           f"{limits.daily_tokens} left today (prompt and completion tokens of every "
+                                           "sequence).", limit="tokens", retry_after=seconds_until_tomorrow(now))
+    if counts.queued_on_release >= settings.PLAYGROUND_QUEUE_CAP:
         raise CompletionError.rate_limited(f"The queue for '{release.slug}' is full; try again in a few seconds.",
                                            limit="queue", retry_after=5)
 
     seed = request.params["seed"] if request.params["seed"] is not None else secrets.randbelow(2**31)
     job = PromptJob.objects.create(
-        user=user, grant=grant, licence_version=release.licence.current_version(), release=release, source=source,
+        user=user, grant=access.grant, licence_version=access.licence_version, release=release, source=source,
         params={**request.params, "seed": seed}, seed=seed, prompts=request.prompts, prompt_ids=ids,
         client_user=request.user, prompt_tokens=sum(len(p) for p in ids), tokens_charged=reserved, queued_at=now,
     )

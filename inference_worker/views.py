@@ -111,7 +111,7 @@ def token_count(request: HttpRequest) -> JsonResponse:
     except (ValueError, UnicodeDecodeError, KeyError, TypeError):
         return error_response(CompletionError.invalid('Send {"model": "<release>", "prompt": "<text>"}.', param=None))
     try:
-        release, _ = services.playground_release_for(user=request.user, model=model)
+        release = services.playground_access_for(user=request.user, model=model).release
         [ids] = services.prompt_token_ids(release=release, prompts=[prompt])
         context_length = release_model_info(release=release).max_positions
     except CompletionError as error:
