@@ -150,6 +150,10 @@ class Subscription:
         self.hub.unsubscribe(self)
 
 
+#: how long the hub's one XREAD waits for any event before it asks again
+READ_BLOCK_SECONDS = 10
+
+
 class StreamHub:
     """Fans the events of many job streams out to their readers in this process, from one blocking
     ``XREAD`` on one connection. A new subscription wakes the read through this hub's own stream."""
@@ -158,7 +162,9 @@ class StreamHub:
         # a few connections for catch-up reads and wake-ups, shared by every reader: they wait their turn
         pool = redis.asyncio.BlockingConnectionPool.from_url(url, decode_responses=True, max_connections=4, timeout=30)
         self._commands = redis.asyncio.Redis(connection_pool=pool)
-        self._reader = redis.asyncio.Redis.from_url(url, decode_responses=True, max_connections=1)
+        # redis-py gives up on a reply after 5 s by default: the blocking read must outlast its block
+        self._reader = redis.asyncio.Redis.from_url(url, decode_responses=True, max_connections=1,
+                                                    socket_timeout=READ_BLOCK_SECONDS + 10)
         self._wake_key = f"gh:hub:{uuid.uuid4().hex}"
         self._subscriptions: dict[str, set[Subscription]] = {}
         self._task: asyncio.Task | None = None
@@ -197,7 +203,7 @@ class StreamHub:
                 streams = {self._wake_key: wake_last}
                 for key, readers in self._subscriptions.items():
                     streams[key] = min((r.last_id for r in readers), key=_id_key)
-                replies = await self._reader.xread(streams, block=10_000, count=256)
+                replies = await self._reader.xread(streams, block=READ_BLOCK_SECONDS * 1000, count=256)
                 for key, entries in replies or []:
                     if key == self._wake_key:
                         wake_last = entries[-1][0]
