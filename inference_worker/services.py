@@ -49,7 +49,16 @@ class PlaygroundAccess:
 def playground_access_for(*, user: User, model: str) -> PlaygroundAccess:
     """The release named ``model``, the user's grant for it and the licence version they accepted,
     or the error that says what to do."""
-    grant = (grants_active_of(user=user).filter(release__slug=model).select_related("release__licence")
+    grant = _grant_for(user=user, model=model)
+    licence = licence_status(user=user, release=grant.release)
+    if licence.to_accept is not None:
+        raise _licence_to_accept(model)
+    return PlaygroundAccess(grant.release, grant, licence.current)
+
+
+def _grant_for(*, user: User, model: str) -> Grant:
+    """The user's active grant for the release named ``model`` (its release loaded), or a 404/403."""
+    grant = (grants_active_of(user=user).filter(release__slug=model).select_related("release")
              .order_by("-expires_at").first())
     if grant is None:
         release = Release.objects.filter(slug=model).first()
@@ -57,12 +66,13 @@ def playground_access_for(*, user: User, model: str) -> PlaygroundAccess:
             raise CompletionError.model_not_found(model)
         raise CompletionError.forbidden(f"You have no active access to '{model}'. Apply for it at "
                                         f"{settings.SITE_URL}{reverse('access:apply')}.", code="no_grant")
-    licence = licence_status(user=user, release=grant.release)
-    if licence.to_accept is not None:
-        url = settings.SITE_URL + reverse("access:licence_accept", args=[model])
-        raise CompletionError.forbidden(f"A new version of the licence for '{model}' must be accepted first, "
-                                        f"at {url}.", code="licence_required")
-    return PlaygroundAccess(grant.release, grant, licence.current)
+    return grant
+
+
+def _licence_to_accept(model: str) -> CompletionError:
+    url = settings.SITE_URL + reverse("access:licence_accept", args=[model])
+    return CompletionError.forbidden(f"A new version of the licence for '{model}' must be accepted first, at {url}.",
+                                     code="licence_required")
 
 
 def model_info_for(*, release: Release):
@@ -125,33 +135,34 @@ def job_submit(*, user: User, request: CompletionRequest, source: str) -> Prompt
     Raises ``CompletionError``: 403/404 for access, 400 for what can never run, 429 for a limit
     with ``Retry-After``, 503 when no worker serves the release.
     """
-    access = playground_access_for(user=user, model=request.model)
-    release = access.release
+    grant = _grant_for(user=user, model=request.model)
+    release = grant.release
+    now = timezone.now()
+    check = selectors.submission_check(user=user, release=release, now=now)  # locks the user's row
+    if check.licence_version_id is not None and not check.licence_accepted:
+        raise _licence_to_accept(request.model)
     if not any(not worker.get("draining") for worker in selectors.live_workers(release_slug=release.slug)):
         raise CompletionError.unavailable(f"No worker is serving '{release.slug}' right now; try again later.",
                                           retry_after=30)
-    limits = selectors.limits_locking_user(user=user)  # one submission per user at a time
+    limits = check.limits
     info = model_info_for(release=release)
     ids = prompt_token_ids(release=release, prompts=request.prompts)  # the same (cached) model info
     reserved = _check_size(request=request, ids=ids, limits=limits, max_positions=info.max_positions)
-
-    now = timezone.now()
-    counts = selectors.submission_counts(user=user, release=release, now=now)
-    if counts.open_jobs >= limits.max_concurrent:
+    if check.open_jobs >= limits.max_concurrent:
         raise CompletionError.rate_limited(f"You already have {limits.max_concurrent} requests queued or running; "
                                            "wait for one to finish.", limit="concurrent_requests", retry_after=2)
-    if counts.tokens_today + reserved > limits.daily_tokens:
+    if check.tokens_today + reserved > limits.daily_tokens:
         raise CompletionError.rate_limited(f"This request may use up to {reserved} tokens and you have "
-                                           f"{max(limits.daily_tokens - counts.tokens_today, 0)} of your "
+                                           f"{max(limits.daily_tokens - check.tokens_today, 0)} of your "
                                            f"{limits.daily_tokens} left today (prompt and completion tokens of every "
                                            "sequence).", limit="tokens", retry_after=seconds_until_tomorrow(now))
-    if counts.queued_on_release >= settings.PLAYGROUND_QUEUE_CAP:
+    if check.queued_on_release >= settings.PLAYGROUND_QUEUE_CAP:
         raise CompletionError.rate_limited(f"The queue for '{release.slug}' is full; try again in a few seconds.",
                                            limit="queue", retry_after=5)
 
     seed = request.params["seed"] if request.params["seed"] is not None else secrets.randbelow(2**31)
     job = PromptJob.objects.create(
-        user=user, grant=access.grant, licence_version=access.licence_version, release=release, source=source,
+        user=user, grant=grant, licence_version_id=check.licence_version_id, release=release, source=source,
         params={**request.params, "seed": seed}, seed=seed, prompts=request.prompts, prompt_ids=ids,
         client_user=request.user, prompt_tokens=sum(len(p) for p in ids), tokens_charged=reserved, queued_at=now,
     )
