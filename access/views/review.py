@@ -168,6 +168,15 @@ def review_bulk(request):
     return redirect("access:review_queue")
 
 
+#: a spreadsheet takes a cell starting with one of these for a formula (OWASP's CSV injection rule)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """A text cell that a spreadsheet would run as a formula, prefixed with ``'`` so it shows as text."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 @reviewer_required
 def review_export(request, release_slug: str, fmt: str):
     if fmt not in {"csv", "json"}:
@@ -182,7 +191,7 @@ def review_export(request, release_slug: str, fmt: str):
         response = HttpResponse(content_type="text/csv; charset=utf-8")
         writer = csv.DictWriter(response, fieldnames=list(selectors.EXPORT_FIELDS))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({name: spreadsheet_safe(value) for name, value in row.items()} for row in rows)
     response["Content-Disposition"] = f'attachment; filename="{filename}.{fmt}"'
     return response
 

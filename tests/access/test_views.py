@@ -339,6 +339,19 @@ def test_export_a_release_s_requests_and_decisions(reviewer_client, reviewer, re
     assert as_json["applications"][0]["id"] == application.pk
 
 
+def test_the_csv_export_shows_formulas_typed_by_applicants_as_text(reviewer_client, reviewer, release, run_on_commit):
+    with run_on_commit():
+        application = apply(UserFactory(), release, legal_name='=HYPERLINK("http://evil.example","x")', orcid="")
+    application_reject(application=application, by=reviewer, reason="+cmd|' /C calc'!A0")
+    as_csv = reviewer_client.get(reverse("access:review_export", args=[release.slug, "csv"]))
+    [row] = list(csv.DictReader(io.StringIO(as_csv.content.decode())))
+    assert row["legal_name"] == '\'=HYPERLINK("http://evil.example","x")'
+    assert row["decision_reason"] == "'+cmd|' /C calc'!A0"
+    assert row["status"] == "rejected"  # ordinary cells are untouched
+    as_json = json.loads(reviewer_client.get(reverse("access:review_export", args=[release.slug, "json"])).content)
+    assert as_json["applications"][0]["legal_name"].startswith("=HYPERLINK")  # JSON is data, not a sheet
+
+
 def test_transparency_suppresses_small_cells_and_names_nobody(client, reviewer, release, run_on_commit):
     with run_on_commit():
         applications = [apply(UserFactory(), release, legal_name=f"Gb Person {index}", orcid="", country="GB")
