@@ -122,6 +122,16 @@ def test_a_student_s_reference_confirms_by_signed_link_then_auto_approval(client
     assert client.get(path[:-5] + "xxxx/").status_code == 404
 
 
+def test_the_reference_e_mail_is_plain_text_not_html_escaped(open_release, run_on_commit):
+    student = UserFactory(email="student@uni.example.edu")
+    submitted(student, open_release, run_on_commit, role="phd_student", orcid="", legal_name='Ann "Annie" O\'Neil <& Co>',
+              supervisor_name="Prof. Grace Hopper", supervisor_email="hopper@uni.example.edu")
+    request = next(m for m in mail.outbox if m.to == ["hopper@uni.example.edu"])
+    assert 'Ann "Annie" O\'Neil <& Co>\'s research project' in request.subject
+    assert 'Ann "Annie" O\'Neil <& Co>' in request.body
+    assert "&quot;" not in request.subject + request.body and "&lt;" not in request.subject + request.body
+
+
 def test_a_declined_reference_is_red_for_the_reviewer(client, release, run_on_commit):
     student = UserFactory(email="student2@uni.example.edu")
     application = submitted(student, release, run_on_commit, role="masters_student", orcid="",
