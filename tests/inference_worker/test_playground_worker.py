@@ -135,8 +135,11 @@ def test_sigterm_drains_then_exits_0(release, slow_checkpoint, tmp_path):
 
     with gpu_worker(slow_checkpoint, tmp_path / "two.log", max_batch=1, concurrency=2,
                     drain_seconds=0.5) as worker:
-        streaming, waiting = submit(user, **LONG), submit(user, **LONG)
-        wait_until(lambda: has_tokens(streaming.pk) and job(waiting.pk).status == "running", message="both claimed")
+        jobs = [submit(user, **LONG), submit(user, **LONG)]
+        # both claimed, one in the batch's only slot: which one is up to the two pool threads
+        wait_until(lambda: all(job(j.pk).status == "running" for j in jobs) and any(has_tokens(j.pk) for j in jobs),
+                   message="both claimed")
+        streaming, waiting = sorted(jobs, key=lambda j: not has_tokens(j.pk))
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=60) == 0
     assert (job(streaming.pk).status, job(streaming.pk).error_code) == ("failed", "worker_lost")

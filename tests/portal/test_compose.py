@@ -98,7 +98,7 @@ def test_the_gpu_worker_is_healthy_only_while_its_own_worker_heartbeats(services
         assert result.returncode in (0, 1), result.stderr
         return result.returncode == 0
 
-    engine = SimpleNamespace(max_batch=16)
+    engine = SimpleNamespace(max_batch=16, tokenizer=None)  # what the runtime reads of an engine before any job
     elsewhere = WorkerRuntime(engine, release=release, tp=8, device="cuda", dtype="float16", load_seconds=1.0,
                               worker_id=f"{release}-another-host-1")
     here = WorkerRuntime(engine, release=release, tp=8, device="cuda", dtype="float16", load_seconds=1.0)
