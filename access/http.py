@@ -1,7 +1,28 @@
 """Request details recorded with signatures and audit rows, and service errors as responses."""
 
+import ipaddress
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
+
+
+def normalised_ip(value: str | None) -> str | None:
+    """An address in the one spelling we store and hash, or None when it is not an address.
+
+    IPv4-mapped IPv6 (``::ffff:127.0.0.1``) becomes IPv4, a zone (``::1%eth0``) is dropped and
+    IPv6 is compressed, so what the database keeps is exactly what the audit hash covers.
+    """
+    text = (value or "").strip()
+    if text.startswith("[") and "]" in text:
+        text = text[1:text.index("]")]
+    text = text.split("%", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.compressed
 
 
 def client_ip(request) -> str | None:
