@@ -14,6 +14,7 @@ from django.core import signing
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_countries import countries
 
@@ -101,21 +102,71 @@ def _release_problem(*, user: User, release: Release, now) -> str | None:
         return f"You already have an open application for {release.name}."
     if Grant.objects.filter(user=user, release=release, revoked_at__isnull=True, expires_at__gt=now).exists():
         return f"You already have access to {release.name}."
+    cooldown = timedelta(days=settings.ACCESS_REAPPLY_COOLDOWN_DAYS)
     rejected = (Application.objects.filter(user=user, release=release, status=S.REJECTED)
                 .order_by("-decided_at").first())
     if rejected is not None and rejected.decided_at is not None:
-        reopen = rejected.decided_at + timedelta(days=settings.ACCESS_REAPPLY_COOLDOWN_DAYS)
+        reopen = rejected.decided_at + cooldown
         if reopen > now:
             return (f"Your application for {release.name} was rejected on {rejected.decided_at:%d %B %Y}; "
                     f"you can re-apply from {reopen:%d %B %Y}.")
+    revoked = (Grant.objects.filter(user=user, release=release, revoked_at__isnull=False)
+               .order_by("-revoked_at").first())
+    if revoked is not None and revoked.revoked_at + cooldown > now:
+        return (f"Your access to {release.name} was revoked on {revoked.revoked_at:%d %B %Y}; "
+                f"you can re-apply from {revoked.revoked_at + cooldown:%d %B %Y}.")
+    return None
+
+
+def accounts_of_applicant(*, user: User, legal_name: str, orcid: str, institution_name: str):
+    """The ids of this user's account and of the same person's other accounts (an application with the same
+    ORCID iD, or the same legal name and institution, case-insensitively)."""
+    same = Q(applications__legal_name__iexact=legal_name,
+             applications__institution__name__iexact=institution_name) if legal_name else Q(pk=user.pk)
+    if orcid:
+        same |= Q(applications__orcid=orcid)
+    return User.objects.filter(Q(pk=user.pk) | same).values("pk")
+
+
+def reference_email_problem(*, user: User, legal_name: str, orcid: str, institution_name: str,
+                            supervisor_email: str) -> str | None:
+    """Why this address cannot be the applicant's reference: it is one of their own (the account's e-mail, any
+    allauth address of it, or of another account of the same person), or None."""
+    if not supervisor_email:
+        return None
+    accounts = accounts_of_applicant(user=user, legal_name=legal_name, orcid=orcid,
+                                     institution_name=institution_name)
+    own = (User.objects.filter(pk__in=accounts, email__iexact=supervisor_email).exists()
+           or EmailAddress.objects.filter(user__in=accounts, email__iexact=supervisor_email).exists())
+    if own:
+        return "This is one of your own e-mail addresses: name someone else as your supervisor or reference."
+    return None
+
+
+def reference_requests_problem(*, user: User, supervisor_email: str, now) -> str | None:
+    """Why no further reference e-mail may be sent now (one per submitted student application, counted over the
+    last 24 hours per applicant and per recipient address), or None."""
+    sent = (Application.objects.filter(submitted_at__gte=now - timedelta(days=1))
+            .exclude(reference_status=Application.Reference.NOT_REQUIRED))
+    if sent.filter(user=user).count() >= settings.ACCESS_REFERENCE_EMAILS_PER_APPLICANT_PER_DAY:
+        return ("You have asked for too many references in the last 24 hours; "
+                "submit this application tomorrow.")
+    if sent.filter(supervisor_email__iexact=supervisor_email).count() >= (
+            settings.ACCESS_REFERENCE_EMAILS_PER_RECIPIENT_PER_DAY):
+        return ("This address has received too many reference requests in the last 24 hours; "
+                "submit this application tomorrow or name another reference.")
     return None
 
 
 def ensure_can_review(*, by: User, application: Application) -> None:
-    if not (by.is_active and by.is_staff and by.has_perm("access.review_application")):
+    """The one rule of who may decide an application: a reviewer, never on their own application (staff
+    applications are never approved automatically either: see ``check_staff_applicant``)."""
+    from access.permissions import is_reviewer
+
+    if not is_reviewer(by):
         raise PermissionDenied("Only staff with the review permission can review applications.")
     if by.pk == application.user_id:
-        raise PermissionDenied("Nobody may review their own application.")
+        raise PermissionDenied("Nobody may review their own application: another reviewer must decide it.")
 
 
 def _ensure_owner(*, by: User, application: Application) -> None:
@@ -158,6 +209,11 @@ def application_create(*, user: User, releases: list[Release], fields: dict, sub
     """One application per requested release, saved as drafts or submitted with the licence signed."""
     _ensure_can_apply(user)
     data = application_clean_fields(fields)
+    problem = reference_email_problem(user=user, legal_name=data["legal_name"], orcid=data["orcid"],
+                                      institution_name=data["institution_name"],
+                                      supervisor_email=data["supervisor_email"])
+    if problem:
+        raise ValidationError({"supervisor_email": problem})
     now = timezone.now()
     if not releases:
         raise ValidationError({"releases": "Choose at least one release."})
@@ -208,6 +264,14 @@ def _accept_licences(*, user: User, releases: list[Release], accept_licence: boo
 
 
 def _submit(application: Application, *, acceptance: LicenceAcceptance, ip_address: str | None) -> None:
+    if application.is_student:
+        problem = (reference_email_problem(user=application.user, legal_name=application.legal_name,
+                                           orcid=application.orcid, institution_name=application.institution.name,
+                                           supervisor_email=application.supervisor_email)
+                   or reference_requests_problem(user=application.user,
+                                                 supervisor_email=application.supervisor_email, now=timezone.now()))
+        if problem:
+            raise ValidationError({"supervisor_email": problem})
     reference = Application.Reference.PENDING if application.is_student else Application.Reference.NOT_REQUIRED
     _transition(application, S.SUBMITTED, actor=application.user, action="application.submit", ip_address=ip_address,
                 extra={"licence_acceptance": acceptance, "submitted_at": timezone.now(),
@@ -372,11 +436,28 @@ def _send_reference_request(application: Application) -> None:
                     "days": settings.ACCESS_REFERENCE_LINK_DAYS})
 
 
+def reference_responder_problem(*, application: Application, responder) -> str | None:
+    """Why the person signed in (``responder``, possibly anonymous) may not answer this reference request: it is
+    the applicant, under this account or another account of theirs; or None."""
+    if responder is None or not responder.is_authenticated:
+        return None
+    accounts = accounts_of_applicant(user=application.user, legal_name=application.legal_name,
+                                     orcid=application.orcid, institution_name=application.institution.name)
+    if User.objects.filter(pk__in=accounts).filter(pk=responder.pk).exists():
+        return ("You are signed in as the applicant: a reference cannot be answered by the applicant. "
+                "The supervisor or reference must open the link themselves.")
+    return None
+
+
 @transaction.atomic
-def application_reference_respond(*, application: Application, confirmed: bool,
+def application_reference_respond(*, application: Application, confirmed: bool, responder=None,
                                   ip_address: str | None = None) -> Application:
-    """The supervisor/reference confirms or declines, through their signed link."""
+    """The supervisor/reference confirms or declines, through their signed link (``responder``: who is signed in
+    in that browser, if anyone; the applicant is refused)."""
     application = _locked(application)
+    problem = reference_responder_problem(application=application, responder=responder)
+    if problem:
+        raise PermissionDenied(problem)
     if application.reference_status != Application.Reference.PENDING or application.status not in (
             S.SUBMITTED, S.IN_REVIEW, S.NEEDS_INFO):
         raise AccessError("This reference request has already been answered or the application is closed.")

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django_countries import countries
 
 from access.audit import audit_record
-from access.models import Application, VettingSignal
+from access.models import Application, Grant, VettingSignal
 from access.validators import domain_matches, email_domain, is_academic_domain
 from artifacts.models import Release
 
@@ -26,6 +26,8 @@ SIGNAL_LABELS = {
     "duplicates": "Duplicates",
     "earlier_rejections": "Earlier rejections",
     "reference": "Reference",
+    "revoked_access": "Revoked access",
+    "staff_applicant": "Staff applicant",
 }
 
 
@@ -116,8 +118,35 @@ def check_reference(application: Application) -> Check:
     return Check("reference", Level.AMBER, f"Waiting for {who} to confirm through the e-mailed link.")
 
 
+def check_revoked_access(application: Application) -> Check:
+    """A revoked grant for this release, of this account or of the same person under another one, is red: a
+    re-application must not quietly undo a revocation, so a reviewer decides it."""
+    same_person = Application.objects.filter(_same_person(application)).exclude(pk=application.pk)
+    revoked = list(Grant.objects.filter(Q(user=application.user) | Q(application__in=same_person),
+                                        release=application.release, revoked_at__isnull=False)
+                   .select_related("user", "revoked_by").order_by("-revoked_at")[:5])
+    if revoked:
+        listed = "; ".join(
+            f"{grant.user.email}'s access was revoked on {grant.revoked_at:%d %B %Y} by "
+            f"{grant.revoked_by.email if grant.revoked_by else 'staff'}: {grant.revoke_reason}"
+            for grant in revoked)
+        return Check("revoked_access", Level.RED,
+                     f"Access to {application.release.name} was revoked before for the same person: {listed}")
+    return Check("revoked_access", Level.GREEN,
+                 f"No revoked access to {application.release.name} for the same e-mail, ORCID iD or name.")
+
+
+def check_staff_applicant(application: Application) -> Check:
+    """Staff could tune the signals (an institution's e-mail domains) in their own favour, so their applications
+    always wait for another reviewer (``ensure_can_review`` refuses a reviewer's own application)."""
+    if application.user.is_staff:
+        return Check("staff_applicant", Level.AMBER,
+                     "The applicant is staff: never approved automatically; another reviewer must decide.")
+    return Check("staff_applicant", Level.GREEN, "The applicant is not staff.")
+
+
 CHECKS = [check_email_verified, check_email_domain, check_disposable_email, check_embargo, check_duplicates,
-          check_earlier_rejections, check_reference]
+          check_earlier_rejections, check_reference, check_revoked_access, check_staff_applicant]
 
 
 def vetting_summary(checks: list[Check]) -> str:

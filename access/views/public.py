@@ -9,7 +9,9 @@ from access import selectors
 from access.errors import AccessError
 from access.http import client_ip
 from access.models import Application
-from access.services.applications import application_reference_respond, reference_token_load
+from access.services.applications import (
+    application_reference_respond, reference_responder_problem, reference_token_load,
+)
 
 
 def reference_respond(request, token: str):
@@ -24,6 +26,9 @@ def reference_respond(request, token: str):
                    .filter(pk=payload.get("application"), supervisor_email=payload.get("email")).first())
     if application is None:
         return render(request, "access/reference.html", {"problem": "This link is not valid."}, status=404)
+    problem = reference_responder_problem(application=application, responder=request.user)
+    if problem:
+        return render(request, "access/reference.html", {"problem": problem}, status=403)
     done = None
     status = 200
     if request.method == "POST":
@@ -33,7 +38,7 @@ def reference_respond(request, token: str):
                           {"application": application, "problem": "Choose confirm or decline."}, status=400)
         try:
             application_reference_respond(application=application, confirmed=decision == "confirm",
-                                          ip_address=client_ip(request))
+                                          responder=request.user, ip_address=client_ip(request))
         except AccessError as error:
             return render(request, "access/reference.html", {"problem": str(error)}, status=409)
         done = decision

@@ -239,3 +239,73 @@ def test_the_openapi_schema_lists_the_access_endpoints(client):
                  "/api/v1/grants/"]:
         assert path in schema
     assert "Bearer" in schema or "bearer" in schema
+
+
+def test_re_applying_after_a_revocation_waits_the_cool_down_then_goes_to_a_reviewer(researcher, reviewer,
+                                                                                   open_release, run_on_commit):
+    from access.services.grants import grant_revoke
+
+    api = bearer(researcher)
+    with run_on_commit():
+        first = api.post("/api/v1/applications/", payload(releases=["opt-125m"]), format="json").json()[0]
+    assert api.get(f"/api/v1/applications/{first['id']}/").json()["status"] == "approved"
+    grant = Grant.objects.get(application_id=first["id"])
+    grant_revoke(grant=grant, by=reviewer, reason="Weights redistributed publicly.")
+
+    with run_on_commit():
+        refused = api.post("/api/v1/applications/", payload(releases=["opt-125m"]), format="json")
+    assert refused.status_code == 400 and "was revoked on" in refused.json()["releases"][0]
+
+    Grant.objects.filter(pk=grant.pk).update(revoked_at=timezone.now() - timedelta(days=31))
+    with run_on_commit():
+        again = api.post("/api/v1/applications/", payload(releases=["opt-125m"]), format="json")
+    assert again.status_code == 201, again.json()
+    application = Application.objects.get(pk=again.json()[0]["id"])
+    assert application.status == Application.Status.SUBMITTED  # not approved again within seconds
+    revoked = application.signals.get(code="revoked_access")
+    assert revoked.level == "red" and "Weights redistributed publicly." in revoked.explanation
+    assert Grant.objects.filter(user=researcher, revoked_at__isnull=True).count() == 0
+
+
+def test_a_reference_address_of_the_applicant_s_own_is_refused(researcher, release):
+    from allauth.account.models import EmailAddress
+
+    EmailAddress.objects.create(user=researcher, email="ada.private@mail.example", verified=True)
+    old_account = UserFactory(email="ada.old@uni.example.edu")
+    apply(old_account, release, submit=False)  # the same person (ORCID, name + institution) under another account
+    api = bearer(researcher)
+    student = {"role": "phd_student", "supervisor_name": "Prof. Me"}
+    for own in (researcher.email.upper(), "Ada.Private@mail.example", "ada.old@uni.example.edu"):
+        response = api.post("/api/v1/applications/", payload(**student, supervisor_email=own), format="json")
+        assert response.status_code == 400, own
+        assert "your own e-mail addresses" in response.json()["supervisor_email"][0]
+    assert not Application.objects.filter(user=researcher).exists()
+
+
+def test_reference_e_mails_are_limited_per_recipient_and_per_applicant(researcher, release, run_on_commit, settings):
+    from django.core import mail
+
+    settings.ACCESS_REFERENCE_EMAILS_PER_RECIPIENT_PER_DAY = 3
+    settings.ACCESS_REFERENCE_EMAILS_PER_APPLICANT_PER_DAY = 4
+    api = bearer(researcher)
+    student = {"role": "phd_student", "supervisor_name": "Victim", "supervisor_email": "victim@example.org"}
+    for _ in range(3):
+        with run_on_commit():
+            created = api.post("/api/v1/applications/", payload(**student), format="json")
+        assert created.status_code == 201
+        api.post(f"/api/v1/applications/{created.json()[0]['id']}/withdraw")
+    with run_on_commit():
+        refused = api.post("/api/v1/applications/", payload(**student), format="json")
+    assert refused.status_code == 400 and "too many reference requests" in refused.json()["supervisor_email"][0]
+    assert len([message for message in mail.outbox if message.to == ["victim@example.org"]]) == 3
+
+    with run_on_commit():
+        other = api.post("/api/v1/applications/", payload(**{**student, "supervisor_email": "prof@uni.example.edu"}),
+                         format="json")
+    assert other.status_code == 201
+    api.post(f"/api/v1/applications/{other.json()[0]['id']}/withdraw")
+    with run_on_commit():
+        over = api.post("/api/v1/applications/", payload(**{**student, "supervisor_email": "dean@uni.example.edu"}),
+                        format="json")
+    assert over.status_code == 400 and "You have asked for too many" in over.json()["supervisor_email"][0]
+    assert not [message for message in mail.outbox if message.to == ["dean@uni.example.edu"]]

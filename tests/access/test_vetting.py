@@ -2,14 +2,16 @@
 
 import pytest
 from django.core import mail
+from django.utils import timezone
 
 from access.errors import TransitionError
-from access.models import Application, Grant, VettingSignal
+from access.models import Application, AuditEvent, Grant, VettingSignal
 from access.services.applications import application_approve
+from access.services.grants import grant_revoke
 from tests.access.conftest import apply
 from tests.access.factories import InstitutionFactory
 from tests.conftest import link_in
-from tests.factories import UserFactory
+from tests.factories import StaffFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +31,7 @@ def test_every_check_reports_a_signal_with_an_explanation(researcher, release, r
     application = submitted(researcher, release, run_on_commit)
     found = signals(application)
     assert set(found) == {"email_verified", "email_domain", "disposable_email", "embargo", "duplicates",
-                          "earlier_rejections", "reference"}
+                          "earlier_rejections", "reference", "revoked_access", "staff_applicant"}
     assert all(signal.level == "green" and signal.explanation for signal in found.values())
     assert "academic suffix" in found["email_domain"].explanation or "registered" in found["email_domain"].explanation
 
@@ -153,3 +155,58 @@ def test_an_expired_reference_link_answers_410(client, release, run_on_commit, s
     path = link_in(request.body, "/access/reference/").split("localhost:8000", 1)[1]
     settings.ACCESS_REFERENCE_LINK_DAYS = -1
     assert client.get(path).status_code == 410
+
+
+def test_a_grant_revoked_under_another_account_is_red_and_waits_for_a_reviewer(researcher, reviewer, open_release,
+                                                                              run_on_commit):
+    first = submitted(researcher, open_release, run_on_commit)
+    grant_revoke(grant=Grant.objects.get(application=first), by=reviewer, reason="Weights shared on a forum.")
+    other_account = UserFactory(email="ada.second@uni.example.edu")
+    again = submitted(other_account, open_release, run_on_commit, orcid="")  # same name + institution
+    revoked = signals(again)["revoked_access"]
+    assert revoked.level == "red"
+    assert "Weights shared on a forum." in revoked.explanation and reviewer.email in revoked.explanation
+    assert f"{timezone.now():%d %B %Y}" in revoked.explanation
+    assert again.status == Application.Status.SUBMITTED and again.vetting == Application.Vetting.ATTENTION
+
+
+def test_a_staff_member_s_application_is_never_approved_automatically(open_release, run_on_commit):
+    InstitutionFactory(name="Gatehouse Lab", email_domains=["gatehouse.example"])  # staff listed their own domain
+    staff = StaffFactory()
+    application = submitted(staff, open_release, run_on_commit, institution_name="Gatehouse Lab")
+    found = signals(application)
+    assert all(signal.level == "green" for code, signal in found.items() if code != "staff_applicant")
+    assert found["staff_applicant"].level == "amber" and "another reviewer" in found["staff_applicant"].explanation
+    assert application.status == Application.Status.SUBMITTED and not Grant.objects.exists()
+
+
+def test_the_applicant_signed_in_cannot_answer_their_own_reference(client, open_release, run_on_commit):
+    student = UserFactory(email="student4@uni.example.edu")
+    application = submitted(student, open_release, run_on_commit, role="phd_student", orcid="",
+                            legal_name="Sam Self", supervisor_name="Prof. Z", supervisor_email="z@uni.example.edu")
+    request = next(m for m in mail.outbox if m.to == ["z@uni.example.edu"])
+    path = link_in(request.body, "/access/reference/").split("localhost:8000", 1)[1]
+    client.force_login(student)
+    page = client.get(path)
+    assert page.status_code == 403 and "signed in as the applicant" in page.content.decode()
+    with run_on_commit():
+        refused = client.post(path, {"decision": "confirm"})
+    assert refused.status_code == 403 and "signed in as the applicant" in refused.content.decode()
+    application.refresh_from_db()
+    assert application.reference_status == Application.Reference.PENDING
+    assert application.status == Application.Status.SUBMITTED
+    assert not AuditEvent.objects.filter(action="application.reference").exists()
+
+
+def test_the_reference_e_mail_carries_only_a_bounded_summary_of_the_applicant_s_text(open_release, run_on_commit):
+    student = UserFactory(email="student5@uni.example.edu")
+    long_use = "We study memorisation in language models. " * 30 + "Visit http://phish.example/now to claim."
+    submitted(student, open_release, run_on_commit, role="phd_student", orcid="", legal_name="Pat Student",
+              intended_use=long_use, supervisor_name="Click http://phish.example/name",
+              supervisor_email="q@uni.example.edu")
+    request = next(m for m in mail.outbox if m.to == ["q@uni.example.edu"])
+    assert "Pat Student" in request.body and "Example University" in request.body
+    assert "We study memorisation in language models." in request.body
+    assert "phish.example" not in request.body
+    summary = request.body.split("the link):", 1)[1].split("Please confirm", 1)[0].strip()
+    assert len(summary) <= 300

@@ -393,3 +393,22 @@ def test_admin_publishes_a_new_licence_version_without_editing_old_ones(client, 
     assert current.number == 2 and current.text_markdown == "# v2\n\nNew terms."
     assert licence.versions.get(number=1).text_markdown.startswith("# Licence")
     assert AuditEvent.objects.filter(action="licence.publish").exists()
+
+
+def test_bulk_decisions_skip_the_reviewer_s_own_application(reviewer_client, reviewer, release, run_on_commit):
+    with run_on_commit():
+        mine = apply(reviewer, release)
+        theirs = apply(UserFactory(), release, legal_name="Someone Else", orcid="")
+    response = reviewer_client.post(reverse("access:review_bulk"), {"applications": [mine.pk, theirs.pk],
+                                                                    "action": "approve", "reason": ""}, follow=True)
+    assert "own application" in response.content.decode()
+    assert Application.objects.get(pk=mine.pk).status == Application.Status.SUBMITTED
+    assert Application.objects.get(pk=theirs.pk).status == Application.Status.APPROVED
+
+
+def test_the_apply_form_refuses_the_applicant_s_own_address_as_reference(researcher_client, researcher, release):
+    response = researcher_client.post(reverse("access:apply"), form_data(
+        release, role="phd_student", supervisor_name="Me", supervisor_email=researcher.email.upper()))
+    assert response.status_code == 400
+    assert "one of your own e-mail addresses" in response.content.decode()
+    assert not Application.objects.exists()
