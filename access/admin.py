@@ -1,6 +1,11 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db import transaction
+from django.db.models import Model, QuerySet
+from django.forms.models import model_to_dict
 
+from access.audit import audit_record
+from access.http import client_ip
 from access.models import (
     ApiToken, Application, ApplicationNote, AuditEvent, Grant, Institution, Licence, LicenceAcceptance,
     LicenceVersion, ReasonTemplate, User, VettingSignal,
@@ -21,8 +26,69 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+def _audit_value(name: str, value):
+    """A form or model value as an audit row keeps it: ids for records, never a password hash."""
+    if "password" in name:
+        return "(changed)"
+    if isinstance(value, Model):
+        return value.pk
+    if isinstance(value, QuerySet | list | tuple | set):
+        return [_audit_value(name, item) for item in value]
+    return value
+
+
+class AuditedAdmin:
+    """A ModelAdmin mixin for records that decide access: every admin change writes an audit row.
+
+    The row (``<model>.admin_create``/``admin_change``/``admin_delete``) has the changed fields
+    before and after, the admin and their address, in the transaction that saves the change.
+    Deleting is not offered unless ``deletable`` is set, and then it is audited too.
+    """
+
+    deletable = False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self.deletable and super().has_delete_permission(request, obj)
+
+    def save_related(self, request, form, formsets, change) -> None:
+        """After the record and its many-to-many fields are saved (inside the admin's transaction)."""
+        super().save_related(request, form, formsets, change)
+        after = {name: _audit_value(name, form.cleaned_data[name])
+                 for name in form.changed_data if name in form.cleaned_data}
+        if change:
+            before = {name: _audit_value(name, form.initial.get(name)) for name in after}
+            after = {name: value for name, value in after.items() if value != before[name]}
+            before = {name: before[name] for name in after}
+            if not after:
+                return
+        else:
+            before = {}
+        with transaction.atomic():
+            audit_record(actor=request.user, action=self._audit_action("admin_change" if change else "admin_create"),
+                         target=form.instance, before=before, after=after, ip_address=client_ip(request))
+
+    def delete_model(self, request, obj) -> None:
+        with transaction.atomic():
+            self._audit_deletion(request, obj)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        with transaction.atomic():
+            for obj in queryset:
+                self._audit_deletion(request, obj)
+            super().delete_queryset(request, queryset)
+
+    def _audit_deletion(self, request, obj) -> None:
+        before = {name: _audit_value(name, value) for name, value in model_to_dict(obj).items()}
+        audit_record(actor=request.user, action=self._audit_action("admin_delete"), target=obj, before=before,
+                     ip_address=client_ip(request))
+
+    def _audit_action(self, verb: str) -> str:
+        return f"{self.model._meta.model_name}.{verb}"
+
+
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(AuditedAdmin, DjangoUserAdmin):
     ordering = ["email"]
     list_display = ["email", "first_name", "last_name", "is_staff", "is_active", "date_joined"]
     search_fields = ["email", "first_name", "last_name"]
@@ -36,7 +102,10 @@ class UserAdmin(DjangoUserAdmin):
 
 
 @admin.register(Institution)
-class InstitutionAdmin(admin.ModelAdmin):
+class InstitutionAdmin(AuditedAdmin, admin.ModelAdmin):
+    """E-mail domains back the domain vetting signal: edits are audited; one in use cannot be deleted."""
+
+    deletable = True
     list_display = ["name", "sector", "ror_id"]
     search_fields = ["name", "ror_id"]
     list_filter = ["sector"]
@@ -58,7 +127,7 @@ class LicenceVersionInline(admin.StackedInline):
 
 
 @admin.register(Licence)
-class LicenceAdmin(admin.ModelAdmin):
+class LicenceAdmin(AuditedAdmin, admin.ModelAdmin):
     list_display = ["title", "slug"]
     inlines = [LicenceVersionInline]
 
@@ -74,7 +143,7 @@ class LicenceAdmin(admin.ModelAdmin):
 
 
 @admin.register(LicenceAcceptance)
-class LicenceAcceptanceAdmin(admin.ModelAdmin):
+class LicenceAcceptanceAdmin(AuditedAdmin, admin.ModelAdmin):
     list_display = ["user", "licence_version", "signature_name", "accepted_at", "ip_address"]
     readonly_fields = [field.name for field in LicenceAcceptance._meta.fields]
     list_select_related = ["user", "licence_version__licence"]
@@ -103,7 +172,7 @@ class NoteInline(admin.TabularInline):
 
 
 @admin.register(Application)
-class ApplicationAdmin(admin.ModelAdmin):
+class ApplicationAdmin(AuditedAdmin, admin.ModelAdmin):
     """Read-mostly: decisions go through the review queue so they are audited and e-mailed."""
 
     list_display = ["id", "legal_name", "user", "release", "status", "vetting", "country", "submitted_at"]
@@ -118,7 +187,7 @@ class ApplicationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Grant)
-class GrantAdmin(admin.ModelAdmin):
+class GrantAdmin(AuditedAdmin, admin.ModelAdmin):
     list_display = ["user", "release", "granted_at", "expires_at", "revoked_at", "generation"]
     list_filter = ["release"]
     search_fields = ["user__email"]
@@ -146,7 +215,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(AuditedAdmin, admin.ModelAdmin):
     list_display = ["name", "user", "prefix", "scopes", "created_at", "expires_at", "revoked_at"]
     readonly_fields = [field.name for field in ApiToken._meta.fields]  # scopes included: set only at creation
 

@@ -354,6 +354,23 @@ class AuditEvent(models.Model):
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.target_type}#{self.target_id}"
 
 
+class AuditCheckpoint(models.Model):
+    """The chain's head, signed with a key derived from SECRET_KEY: one row, renewed by each audit row.
+
+    The hash chain alone cannot show that its newest rows were deleted; this row names the head
+    (id, hash and time) under a signature nobody can renew without SECRET_KEY, so ``verify_audit``
+    notices a head that is gone, changed, or followed by rows ``audit_record`` did not write.
+    """
+
+    event_id = models.PositiveBigIntegerField()
+    event_hash = models.CharField(max_length=64)
+    event_created_at = models.DateTimeField()
+    signature = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"audit head #{self.event_id}"
+
+
 class ApiToken(models.Model):
     """A personal API token; only its sha256 is stored, the token is shown once.
 

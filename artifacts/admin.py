@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from access.admin import AuditedAdmin
+
 from artifacts.models import ArtifactFile, DownloadEvent, Release, ReleaseDocument, Variant
 
 
@@ -9,7 +11,9 @@ class ReleaseDocumentInline(admin.StackedInline):
 
 
 @admin.register(Release)
-class ReleaseAdmin(admin.ModelAdmin):
+class ReleaseAdmin(AuditedAdmin, admin.ModelAdmin):
+    """The approval policy decides automatic approval: changes are audited, releases are not deleted here."""
+
     list_display = ["slug", "name", "family", "parameter_count", "licence", "approval_policy", "is_listed"]
     list_filter = ["approval_policy", "is_listed", "family"]
     search_fields = ["slug", "name"]
