@@ -10,7 +10,10 @@ from access.models import (
     ApiToken, Application, ApplicationNote, AuditEvent, Grant, Institution, Licence, LicenceAcceptance,
     LicenceVersion, ReasonTemplate, User, VettingSignal,
 )
+from access.http import client_ip
+from access.services.institutions import institution_confirm
 from access.services.licences import licence_version_publish
+from access.services.tokens import api_tokens_revoke_all
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -100,15 +103,34 @@ class UserAdmin(AuditedAdmin, DjangoUserAdmin):
     ]
     add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
 
+    def user_change_password(self, request, id, form_url=""):
+        """Setting a password here revokes the user's API tokens, as a change or reset by the user does."""
+        with transaction.atomic():
+            response = super().user_change_password(request, id, form_url)
+            if request.method == "POST" and response.status_code == 302:  # the new password was saved
+                api_tokens_revoke_all(user=User.objects.get(pk=id), by=request.user,
+                                      reason="Staff set a new password in the admin.", ip_address=client_ip(request))
+        return response
+
 
 @admin.register(Institution)
 class InstitutionAdmin(AuditedAdmin, admin.ModelAdmin):
     """E-mail domains back the domain vetting signal: edits are audited; one in use cannot be deleted."""
 
     deletable = True
-    list_display = ["name", "sector", "ror_id"]
+    list_display = ["name", "sector", "ror_id", "confirmed"]
     search_fields = ["name", "ror_id"]
-    list_filter = ["sector"]
+    list_filter = ["confirmed", "sector"]
+    actions = ["confirm"]
+
+    def get_changeform_initial_data(self, request) -> dict:
+        return {**super().get_changeform_initial_data(request), "confirmed": True}  # staff adding one vouch for it
+
+    @admin.action(description="Confirm: suggest to every applicant", permissions=["change"])
+    def confirm(self, request, queryset) -> None:
+        for institution in queryset:
+            institution_confirm(institution=institution, by=request.user)
+        self.message_user(request, f"Confirmed {queryset.count()} institution(s).")
 
 
 class LicenceVersionInline(admin.StackedInline):

@@ -15,9 +15,11 @@ from access.forms import QueueFilterForm
 from access.http import client_ip, user_agent, validation_errors
 from access.models import Application
 from access.permissions import IsReviewer
+from access.schema import error_responses
 from access.serializers import (
     ApplicationDetailSerializer, ApplicationInputSerializer, ApplicationSerializer, GrantSerializer, ReasonInputSerializer,
-    RespondInputSerializer, ReviewApplicationSerializer, SubmitInputSerializer, review_page_size,
+    RespondInputSerializer, ReviewApplicationPageSerializer, ReviewApplicationSerializer, SubmitInputSerializer,
+    review_page_size,
 )
 from access.services import applications as application_services
 
@@ -49,7 +51,8 @@ class ApplicationListCreateApi(APIView):
     def get(self, request):
         return Response(ApplicationSerializer(selectors.applications_of(user=request.user), many=True).data)
 
-    @extend_schema(request=ApplicationInputSerializer, responses={201: ApplicationSerializer(many=True)},
+    @extend_schema(request=ApplicationInputSerializer,
+                   responses={201: ApplicationSerializer(many=True), **error_responses(409)},
                    summary="Apply for one or more releases (one application each)")
     def post(self, request):
         serializer = ApplicationInputSerializer(data=request.data)
@@ -75,7 +78,8 @@ class ApplicationDetailApi(APIView):
 
 
 class ApplicationWithdrawApi(APIView):
-    @extend_schema(request=None, responses=ApplicationSerializer, summary="Withdraw one of your applications")
+    @extend_schema(request=None, responses={200: ApplicationSerializer, **error_responses(400, 409)},
+                   summary="Withdraw one of your applications")
     def post(self, request, pk: int):
         application = run_service(application_services.application_withdraw,
                                   application=own_application(request, pk), by=request.user,
@@ -84,7 +88,8 @@ class ApplicationWithdrawApi(APIView):
 
 
 class ApplicationSubmitApi(APIView):
-    @extend_schema(request=SubmitInputSerializer, responses=ApplicationSerializer, summary="Submit a draft")
+    @extend_schema(request=SubmitInputSerializer, responses={200: ApplicationSerializer, **error_responses(409)},
+                   summary="Submit a draft")
     def post(self, request, pk: int):
         serializer = SubmitInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -96,7 +101,7 @@ class ApplicationSubmitApi(APIView):
 
 
 class ApplicationRespondApi(APIView):
-    @extend_schema(request=RespondInputSerializer, responses=ApplicationSerializer,
+    @extend_schema(request=RespondInputSerializer, responses={200: ApplicationSerializer, **error_responses(409)},
                    summary="Answer a reviewer's request for information")
     def post(self, request, pk: int):
         serializer = RespondInputSerializer(data=request.data)
@@ -128,8 +133,9 @@ class ReviewApplicationListApi(APIView):
             ("release", "release slug"), ("country", "ISO 3166 code"),
             ("signal", "vetting signal code that is not green (e.g. embargo, email_domain)"),
             ("age", "overdue, within_sla or today"), ("assigned", "me or none"),
-            ("page", "page number")]],
-        responses=ReviewApplicationSerializer(many=True), summary="The review queue, oldest first",
+            ("page", "page number (404 past the last page)")]],
+        responses={200: ReviewApplicationPageSerializer, **error_responses(400, 404)},
+        summary="The review queue, oldest first, a page at a time",
     )
     def get(self, request):
         filter_form = QueueFilterForm(request.query_params)
@@ -146,7 +152,8 @@ def _review_action(function):
     class ReviewActionApi(APIView):
         permission_classes = [IsReviewer]
 
-        @extend_schema(request=ReasonInputSerializer, responses=ReviewApplicationSerializer)
+        @extend_schema(request=ReasonInputSerializer,
+                       responses={200: ReviewApplicationSerializer, **error_responses(409)})
         def post(self, request, pk: int):
             serializer = ReasonInputSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)

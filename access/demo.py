@@ -4,8 +4,10 @@ from django.db import transaction
 
 from access.models import Application, User
 from access.services.applications import application_create
+from access.services.institutions import institution_confirm, institution_resolve
 from artifacts.models import Release
 
+DEMO_INSTITUTION = "Gatehouse Demo University"
 DEMO_INTENDED_USE = (
     "I study how the memorisation of rare facts in large language models depends on their frequency in the "
     "pre-training data. I will probe OPT checkpoints with controlled prompts, measure extraction rates, and "
@@ -22,11 +24,12 @@ def demo_access_seed(*, researcher_email: str, release_slug: str) -> Application
     """
     release = Release.objects.filter(slug=release_slug).first()
     researcher = User.objects.get(email=researcher_email)
+    institution_confirm(institution=institution_resolve(name=DEMO_INSTITUTION, by=None), by=None)  # staff's own data
     if release is None or Application.objects.filter(user=researcher, release=release).exists():
         return None
     [application] = application_create(
         user=researcher, releases=[release], submit=True, accept_licence=True, signature_name="Demo Researcher",
-        fields={"legal_name": "Demo Researcher", "institution_name": "Gatehouse Demo University", "role": "researcher",
+        fields={"legal_name": "Demo Researcher", "institution_name": DEMO_INSTITUTION, "role": "researcher",
                 "sector": "academia", "country": "GB", "intended_use": DEMO_INTENDED_USE},
     )
     return application

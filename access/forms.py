@@ -4,7 +4,10 @@ from django import forms
 from django.conf import settings
 from django_countries import countries
 
-from access.models import ApiToken, Application, Institution, ReasonTemplate
+from access.models import (
+    ANSWER_MAX_CHARS, INTENDED_USE_MAX_CHARS, PUBLICATIONS_MAX_CHARS, REASON_MAX_CHARS, ApiToken, Application,
+    Institution, ReasonTemplate,
+)
 from artifacts.models import Release
 
 
@@ -34,18 +37,20 @@ class ApplicationForm(LicenceSignatureMixin):
     orcid = forms.CharField(max_length=40, required=False, label="ORCID iD (optional)",
                             help_text="e.g. 0000-0002-1825-0097")
     publications = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
+                                   max_length=PUBLICATIONS_MAX_CHARS,
                                    label="Publications and URLs (optional)")
-    intended_use = forms.CharField(widget=forms.Textarea(attrs={"rows": 6}), label="Intended research use")
+    intended_use = forms.CharField(widget=forms.Textarea(attrs={"rows": 6}), max_length=INTENDED_USE_MAX_CHARS,
+                                   label="Intended research use")
     supervisor_name = forms.CharField(max_length=200, required=False, label="Supervisor / reference name",
                                       help_text="Required for students: we e-mail them to confirm your project.")
-    supervisor_email = forms.EmailField(required=False, label="Supervisor / reference e-mail")
+    supervisor_email = forms.EmailField(max_length=254, required=False, label="Supervisor / reference e-mail")
 
     def __init__(self, *args, releases, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["releases"].queryset = releases
         self.fields["intended_use"].help_text = (
-            f"At least {settings.ACCESS_INTENDED_USE_MIN_CHARS} characters: your research question, what you "
-            f"will do with the weights, and how you will publish.")
+            f"{settings.ACCESS_INTENDED_USE_MIN_CHARS} to {INTENDED_USE_MAX_CHARS:,} characters: your research "
+            f"question, what you will do with the weights, and how you will publish.")
 
 
 class SignatureForm(LicenceSignatureMixin):
@@ -53,7 +58,8 @@ class SignatureForm(LicenceSignatureMixin):
 
 
 class RespondForm(forms.Form):
-    response = forms.CharField(widget=forms.Textarea(attrs={"rows": 5}), label="Your answer")
+    response = forms.CharField(widget=forms.Textarea(attrs={"rows": 5}), max_length=ANSWER_MAX_CHARS,
+                               label="Your answer")
 
 
 class TokenForm(forms.Form):
@@ -76,7 +82,7 @@ class DecisionForm(forms.Form):
     action = forms.ChoiceField(choices=ACTIONS)
     template = forms.ModelChoiceField(queryset=ReasonTemplate.objects.all(), required=False,
                                       label="Reason template")
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False,
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False, max_length=REASON_MAX_CHARS,
                              label="Reason (shown to the applicant)")
 
     def full_reason(self) -> str:
@@ -94,11 +100,12 @@ class BulkDecisionForm(DecisionForm):
 
 
 class NoteForm(forms.Form):
-    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Internal note")
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=REASON_MAX_CHARS, label="Internal note")
 
 
 class ReasonForm(forms.Form):
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Reason (shown to the researcher)")
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=REASON_MAX_CHARS,
+                             label="Reason (shown to the researcher)")
 
 
 class QueueFilterForm(forms.Form):

@@ -8,6 +8,12 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 from django_countries.fields import CountryField
 
+#: The longest free text accepted from a person, in characters; forms, the API and its schema say so.
+INTENDED_USE_MAX_CHARS = 5000
+PUBLICATIONS_MAX_CHARS = 2000
+ANSWER_MAX_CHARS = 5000  # an applicant's answer to a request for information
+REASON_MAX_CHARS = 5000  # a reviewer's reason or internal note
+
 
 class UserManager(BaseUserManager):
     """Users are identified by e-mail address; there is no username."""
@@ -105,7 +111,7 @@ class Grant(models.Model):
     revoked_by = models.ForeignKey(
         "access.User", on_delete=models.PROTECT, null=True, blank=True, related_name="grants_revoked"
     )
-    revoke_reason = models.TextField(blank=True)
+    revoke_reason = models.TextField(max_length=REASON_MAX_CHARS, blank=True)
     generation = models.PositiveIntegerField(default=1)
     application = models.ForeignKey(
         "access.Application", on_delete=models.PROTECT, null=True, blank=True, related_name="grants"
@@ -160,6 +166,9 @@ class Institution(models.Model):
     ror_id = models.CharField("ROR id", max_length=100, blank=True, help_text="e.g. https://ror.org/02mhbdp94")
     email_domains = models.JSONField(default=list, blank=True, help_text='e.g. ["cam.ac.uk", "cl.cam.ac.uk"]')
     sector = models.CharField(max_length=20, choices=Sector.choices, default=Sector.ACADEMIA)
+    confirmed = models.BooleanField(
+        default=False, help_text="Checked by staff: suggested to every applicant. A name an applicant typed is not "
+                                 "confirmed and is suggested only to the people who used it.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -218,8 +227,8 @@ class Application(models.Model):
     sector = models.CharField(max_length=20, choices=Institution.Sector.choices, default=Institution.Sector.ACADEMIA)
     country = CountryField()
     orcid = models.CharField("ORCID iD", max_length=19, blank=True)
-    publications = models.TextField("publications and URLs", blank=True)
-    intended_use = models.TextField("intended research use")
+    publications = models.TextField("publications and URLs", max_length=PUBLICATIONS_MAX_CHARS, blank=True)
+    intended_use = models.TextField("intended research use", max_length=INTENDED_USE_MAX_CHARS)
     supervisor_name = models.CharField("supervisor / reference name", max_length=200, blank=True)
     supervisor_email = models.EmailField("supervisor / reference e-mail", blank=True)
 
@@ -235,9 +244,10 @@ class Application(models.Model):
     assigned_to = models.ForeignKey(
         "access.User", on_delete=models.PROTECT, null=True, blank=True, related_name="assigned_applications"
     )
-    info_request = models.TextField(blank=True, help_text="The latest request for information, shown to the applicant.")
-    info_response = models.TextField(blank=True)
-    decision_reason = models.TextField(blank=True, help_text="Shown to the applicant.")
+    info_request = models.TextField(max_length=REASON_MAX_CHARS, blank=True,
+                                    help_text="The latest request for information, shown to the applicant.")
+    info_response = models.TextField(max_length=ANSWER_MAX_CHARS, blank=True)
+    decision_reason = models.TextField(max_length=REASON_MAX_CHARS, blank=True, help_text="Shown to the applicant.")
     decided_by = models.ForeignKey(
         "access.User", on_delete=models.PROTECT, null=True, blank=True, related_name="decided_applications"
     )
@@ -300,7 +310,7 @@ class ApplicationNote(models.Model):
 
     application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="notes")
     author = models.ForeignKey("access.User", on_delete=models.PROTECT, related_name="+")
-    text = models.TextField()
+    text = models.TextField(max_length=REASON_MAX_CHARS)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -2,7 +2,7 @@
 
 from rest_framework.permissions import BasePermission
 
-from access.mfa import staff_mfa_problem
+from access.mfa import staff_mfa_problem, totp_active
 from access.models import ApiToken
 from access.services.tokens import api_token_has_scope, api_token_scope_missing_message
 
@@ -31,7 +31,7 @@ def token_scope(scope: str) -> type[RequiresTokenScope]:
 
 class IsReviewer(RequiresTokenScope):
     """Session callers must have confirmed TOTP in this session; token callers need the review scope, which only
-    tokens made that way can hold."""
+    tokens made that way can hold, and their owner must still have TOTP set up now."""
 
     message = "Only staff with the review permission and two-factor authentication can review."
     required_scope = ApiToken.Scope.REVIEW
@@ -40,5 +40,8 @@ class IsReviewer(RequiresTokenScope):
         if not is_reviewer(request.user):
             return False
         if isinstance(request.auth, ApiToken):
+            if not totp_active(request.user):
+                self.message = "Review tokens work only while their owner has two-factor authentication set up."
+                return False
             return super().has_permission(request, view)
         return staff_mfa_problem(request) is None

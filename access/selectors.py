@@ -105,11 +105,15 @@ def applications_by_same_user(*, application: Application, limit: int = 20) -> l
                 .select_related("release").order_by("-created_at")[:limit])
 
 
-def institution_names(*, limit: int = 1000) -> list[str]:
-    """Known institutions, suggested while typing (a datalist), so spellings converge."""
+def institution_names(*, user, limit: int = 1000) -> list[str]:
+    """Institutions suggested to this user while typing (a datalist), so spellings converge.
+
+    Staff-confirmed ones, and those this user named before: a name another applicant typed is theirs alone.
+    """
     from access.models import Institution
 
-    return list(Institution.objects.order_by("name").values_list("name", flat=True)[:limit])
+    suggested = Institution.objects.filter(Q(confirmed=True) | Q(applications__user=user))
+    return list(suggested.order_by("name").values_list("name", flat=True).distinct()[:limit])
 
 
 def releases_open_for_application() -> QuerySet[Release]:

@@ -7,15 +7,18 @@ from django_countries.serializer_fields import CountryField
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from access.models import Application, Grant, Institution, VettingSignal
+from access.models import (
+    ANSWER_MAX_CHARS, INTENDED_USE_MAX_CHARS, PUBLICATIONS_MAX_CHARS, REASON_MAX_CHARS, Application, Grant,
+    Institution, VettingSignal,
+)
 from access.selectors import median_time_to_decision, queue_position, sla_state
 
 
 class ApplicationInputSerializer(serializers.Serializer):
-    releases = serializers.ListField(child=serializers.SlugField(), allow_empty=False,
+    releases = serializers.ListField(child=serializers.SlugField(), allow_empty=False, min_length=1,
                                      help_text="Slugs of the releases requested; one application each.")
-    legal_name = serializers.CharField(max_length=200)
-    institution_name = serializers.CharField(max_length=300)
+    legal_name = serializers.CharField(min_length=1, max_length=200)
+    institution_name = serializers.CharField(min_length=1, max_length=300)
     institution_ror_id = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
     role = serializers.ChoiceField(choices=Application.Role.choices)
     sector = serializers.ChoiceField(choices=Institution.Sector.choices, required=False,
@@ -23,10 +26,11 @@ class ApplicationInputSerializer(serializers.Serializer):
     country = serializers.ChoiceField(choices=[(code, name) for code, name in countries],
                                       help_text="ISO 3166-1 alpha-2 code, e.g. GB")
     orcid = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
-    publications = serializers.CharField(required=False, allow_blank=True, default="")
-    intended_use = serializers.CharField()
+    publications = serializers.CharField(max_length=PUBLICATIONS_MAX_CHARS, required=False, allow_blank=True,
+                                         default="")
+    intended_use = serializers.CharField(max_length=INTENDED_USE_MAX_CHARS)  # and at least the configured minimum
     supervisor_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    supervisor_email = serializers.EmailField(required=False, allow_blank=True, default="")
+    supervisor_email = serializers.EmailField(max_length=254, required=False, allow_blank=True, default="")
     draft = serializers.BooleanField(required=False, default=False,
                                      help_text="Save as a draft instead of submitting.")
     accept_licence = serializers.BooleanField(required=False, default=False,
@@ -34,18 +38,25 @@ class ApplicationInputSerializer(serializers.Serializer):
     signature_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="",
                                            help_text="Your full legal name, typed as your signature.")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["intended_use"] = serializers.CharField(
+            min_length=settings.ACCESS_INTENDED_USE_MIN_CHARS, max_length=INTENDED_USE_MAX_CHARS,
+            help_text="Your research question, what you will do with the weights, and how you will publish.")
+
 
 class SubmitInputSerializer(serializers.Serializer):
     accept_licence = serializers.BooleanField()
-    signature_name = serializers.CharField(max_length=200)
+    signature_name = serializers.CharField(min_length=1, max_length=200)
 
 
 class RespondInputSerializer(serializers.Serializer):
-    response = serializers.CharField(help_text="Your answer to the reviewer's request for information.")
+    response = serializers.CharField(min_length=1, max_length=ANSWER_MAX_CHARS,
+                                     help_text="Your answer to the reviewer's request for information.")
 
 
 class ReasonInputSerializer(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, default="",
+    reason = serializers.CharField(max_length=REASON_MAX_CHARS, required=False, allow_blank=True, default="",
                                    help_text="Shown to the applicant; required to reject or request information.")
 
 
@@ -54,6 +65,7 @@ class ApplicationSerializer(serializers.ModelSerializer):
     institution = serializers.CharField(source="institution.name", read_only=True)
     country = CountryField()
     status_display = serializers.CharField(source="get_status_display", read_only=True)
+    supervisor_email = serializers.EmailField(read_only=True, allow_blank=True)  # the schema: an address or ""
 
     class Meta:
         model = Application
@@ -93,7 +105,7 @@ class SignalSerializer(serializers.ModelSerializer):
 
 class ReviewApplicationSerializer(ApplicationSerializer):
     applicant_email = serializers.EmailField(source="user.email", read_only=True)
-    assigned_to = serializers.EmailField(source="assigned_to.email", read_only=True, default=None)
+    assigned_to = serializers.EmailField(source="assigned_to.email", read_only=True, default=None, allow_null=True)
     signals = serializers.SerializerMethodField()
     age_working_days = serializers.SerializerMethodField()
     sla = serializers.SerializerMethodField(help_text="ok, due_soon or overdue")
@@ -138,6 +150,15 @@ class GrantSerializer(serializers.ModelSerializer):
 
     def get_active(self, grant) -> bool:
         return grant.is_active()
+
+
+class ReviewApplicationPageSerializer(serializers.Serializer):
+    """One page of the review queue, as ``PageNumberPagination`` answers it."""
+
+    count = serializers.IntegerField(help_text="Applications matching the filters, on all pages.")
+    next = serializers.URLField(allow_null=True, help_text="The next page, or null on the last.")
+    previous = serializers.URLField(allow_null=True, help_text="The previous page, or null on the first.")
+    results = ReviewApplicationSerializer(many=True)
 
 
 def review_page_size() -> int:

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from access.models import ApiToken
 from access.permissions import token_scope
+from access.schema import error_responses
 from artifacts import selectors
 from artifacts.clients import render_python_client, render_shell_client
 from artifacts.models import Release, Variant
@@ -63,7 +64,9 @@ class ManifestSerializer(serializers.Serializer):
     withheld = WithheldFileSerializer(many=True)
 
 
-VARIANT_PARAMETER = OpenApiParameter("variant", OpenApiTypes.STR, description="variant name, e.g. hf-safetensors")
+VARIANT_PARAMETER = OpenApiParameter(
+    "variant", OpenApiTypes.STR,
+    description="variant name, e.g. hf-safetensors; required (400 without it) when the release has more than one")
 
 
 class ReleaseListApi(APIView):
@@ -117,20 +120,22 @@ class _Refused(Exception):
 
 
 class ManifestApi(ManifestView):
-    @extend_schema(parameters=[VARIANT_PARAMETER], responses=ManifestSerializer)
+    @extend_schema(parameters=[VARIANT_PARAMETER], responses={200: ManifestSerializer, **error_responses(400)})
     def get(self, request, slug: str):
         return Response(ManifestSerializer(self.manifest(request, slug)).data, status=status.HTTP_200_OK)
 
 
 class ShellClientApi(ManifestView):
-    @extend_schema(parameters=[VARIANT_PARAMETER], responses={(200, "text/x-shellscript"): OpenApiTypes.STR})
+    @extend_schema(parameters=[VARIANT_PARAMETER], responses={(200, "text/x-shellscript"): OpenApiTypes.STR,
+                                                              **error_responses(400)})
     def get(self, request, slug: str):
         script = render_shell_client(self.manifest(request, slug))
         return _attachment(script, "download.sh", "text/x-shellscript")
 
 
 class PythonClientApi(ManifestView):
-    @extend_schema(parameters=[VARIANT_PARAMETER], responses={(200, "text/x-python"): OpenApiTypes.STR})
+    @extend_schema(parameters=[VARIANT_PARAMETER], responses={(200, "text/x-python"): OpenApiTypes.STR,
+                                                              **error_responses(400)})
     def get(self, request, slug: str):
         manifest = self.manifest(request, slug)
         manifest_url = request.build_absolute_uri(f"/api/v1/releases/{slug}/manifest?variant={manifest['variant']}")

@@ -7,6 +7,7 @@ from portal import views
 
 admin.site.login = secure_admin_login(admin.site.login)
 admin.site.site_header = "Gatehouse administration"
+handler404 = views.page_not_found
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -20,7 +20,10 @@ from django_countries import countries
 
 from access.audit import audit_record
 from access.errors import AccessError, TransitionError
-from access.models import Application, Grant, Institution, LicenceAcceptance, User
+from access.models import (
+    ANSWER_MAX_CHARS, INTENDED_USE_MAX_CHARS, PUBLICATIONS_MAX_CHARS, Application, Grant, Institution,
+    LicenceAcceptance, User,
+)
 from access.notifications import absolute_url, notify, notify_applicant
 from access.services.institutions import institution_resolve
 from access.services.licences import licence_accept
@@ -43,6 +46,10 @@ REFERENCE_SALT = "access.reference"
 
 
 # Validation --------------------------------------------------------------------------------------
+
+def too_long_message(limit: int, text: str) -> str:
+    return f"Keep this to at most {limit:,} characters (you wrote {len(text):,})."
+
 
 def application_clean_fields(fields: dict) -> dict:
     """The profile fields, normalised; raises ValidationError naming each bad field."""
@@ -76,6 +83,9 @@ def application_clean_fields(fields: dict) -> dict:
     if len(data["intended_use"]) < minimum:
         errors["intended_use"] = (f"Describe your intended research use in at least {minimum} characters "
                                   f"(you wrote {len(data['intended_use'])}).")
+    for name, limit in [("intended_use", INTENDED_USE_MAX_CHARS), ("publications", PUBLICATIONS_MAX_CHARS)]:
+        if len(data[name]) > limit:
+            errors[name] = too_long_message(limit, data[name])
     if data["role"] in Application.STUDENT_ROLES:
         if not data["supervisor_name"]:
             errors["supervisor_name"] = "Students must name a supervisor or reference."
@@ -317,6 +327,8 @@ def application_respond(*, application: Application, by: User, response: str,
     response = response.strip()
     if not response:
         raise ValidationError({"response": "Write your answer to the reviewer's request."})
+    if len(response) > ANSWER_MAX_CHARS:
+        raise ValidationError({"response": too_long_message(ANSWER_MAX_CHARS, response)})
     if application.status != S.NEEDS_INFO:
         raise TransitionError("No information has been requested on this application.")
     _transition(application, S.SUBMITTED, actor=by, action="application.respond", reason=response,

@@ -121,3 +121,33 @@ def api_token_revoke(*, token: ApiToken, by: User, ip_address: str | None = None
     token.save(update_fields=["revoked_at"])
     audit_record(actor=by, action="api_token.revoke", target=token, ip_address=ip_address)
     return token
+
+
+@transaction.atomic
+def api_tokens_revoke_all(*, user: User, reason: str, by: User | None = None, ip_address: str | None = None) -> int:
+    """Revoke every unrevoked token of this user (their password changed: a leaked token must not outlive it).
+
+    ``by``: who changed the password when it was not the user (staff in the admin).
+    """
+    tokens = list(ApiToken.objects.select_for_update().filter(user=user, revoked_at__isnull=True))
+    now = timezone.now()
+    for token in tokens:
+        token.revoked_at = now
+        token.save(update_fields=["revoked_at"])
+        audit_record(actor=by or user, action="api_token.revoke", target=token, reason=reason,
+                     ip_address=ip_address)
+    return len(tokens)
+
+
+@transaction.atomic
+def api_tokens_drop_review_scope(*, user: User, reason: str, ip_address: str | None = None) -> int:
+    """Take the review scope off every token of this user (they removed their second factor)."""
+    tokens = [token for token in ApiToken.objects.select_for_update().filter(user=user, revoked_at__isnull=True)
+              if ApiToken.Scope.REVIEW in token.scopes]
+    for token in tokens:
+        before = list(token.scopes)
+        token.scopes = [scope for scope in before if scope != ApiToken.Scope.REVIEW]
+        token.save(update_fields=["scopes"])
+        audit_record(actor=user, action="api_token.scope_remove", target=token, reason=reason,
+                     ip_address=ip_address, before={"scopes": before}, after={"scopes": token.scopes})
+    return len(tokens)

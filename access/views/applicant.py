@@ -70,7 +70,8 @@ def apply(request):
         if version is not None:
             licences.setdefault(version.pk, {"version": version, "releases": []})["releases"].append(release)
     return render(request, "access/apply.html", {
-        "form": form, "licences": list(licences.values()), "institutions": selectors.institution_names(),
+        "form": form, "licences": list(licences.values()),
+        "institutions": selectors.institution_names(user=request.user),
         "email_verified": selectors.email_verified(user=request.user),
     }, status=status)
 

@@ -42,3 +42,4 @@ class InstitutionFactory(factory.django.DjangoModelFactory):
 
     name = "Example University"
     email_domains = ["uni.example.edu"]
+    confirmed = True  # staff gave it its e-mail domains

@@ -7,7 +7,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from access.models import ApiToken, Application, Grant
-from access.services.applications import application_approve
+from access.services.applications import application_approve, application_request_info
 from access.services.tokens import api_token_create
 from tests.access.conftest import INTENDED_USE, apply
 from tests.factories import UserFactory
@@ -309,3 +309,21 @@ def test_reference_e_mails_are_limited_per_recipient_and_per_applicant(researche
                         format="json")
     assert over.status_code == 400 and "You have asked for too many" in over.json()["supervisor_email"][0]
     assert not [message for message in mail.outbox if message.to == ["dean@uni.example.edu"]]
+
+
+def test_over_long_free_text_answers_400_naming_the_limit(researcher_client, researcher, reviewer, release):
+    essay = "x" * 5001
+    response = researcher_client.post("/api/v1/applications/", payload(intended_use=essay),
+                                      content_type="application/json")
+    assert response.status_code == 400
+    assert "5000 characters" in response.json()["intended_use"][0]
+    publications = researcher_client.post("/api/v1/applications/", payload(publications="p" * 2001),
+                                          content_type="application/json")
+    assert publications.status_code == 400 and "2000 characters" in publications.json()["publications"][0]
+    assert not Application.objects.exists()
+
+    application = apply(researcher, release)
+    application_request_info(application=application, by=reviewer, reason="Which checkpoints?")
+    answer = researcher_client.post(f"/api/v1/applications/{application.pk}/respond", {"response": essay},
+                                    content_type="application/json")
+    assert answer.status_code == 400 and "5000 characters" in answer.json()["response"][0]

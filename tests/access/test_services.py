@@ -269,3 +269,11 @@ def test_the_database_keeps_one_open_application_per_release_even_under_a_race(r
         Application.objects.create(user=researcher, release=release, institution=first.institution,
                                    legal_name="Ada Lovelace", role="researcher", country="GB",
                                    intended_use="x", status=S.SUBMITTED)
+
+
+def test_the_application_service_refuses_over_long_free_text(researcher, release):
+    with pytest.raises(ValidationError) as refused:
+        apply(researcher, release, intended_use="x" * 5001, publications="p" * 2001)
+    errors = refused.value.message_dict
+    assert errors["intended_use"] == ["Keep this to at most 5,000 characters (you wrote 5,001)."]
+    assert errors["publications"] == ["Keep this to at most 2,000 characters (you wrote 2,001)."]

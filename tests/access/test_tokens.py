@@ -4,18 +4,24 @@ import importlib
 from datetime import timedelta
 
 import pytest
+from allauth.mfa.models import Authenticator
 from django.apps import apps
+from django.contrib.auth.models import Permission
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from access.models import ApiToken, AuditEvent
 from access.services.tokens import (
     ApiTokenInvalid, api_token_authenticate, api_token_create, api_token_from_header, api_token_has_scope,
 )
-from tests.factories import StaffFactory, UserFactory
+from tests.conftest import link_in
+from tests.factories import DEFAULT_PASSWORD, StaffFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 Scope = ApiToken.Scope
+NEW_PASSWORD = "a-new-Long-passphrase-42"
 
 
 def create(user, scopes, *, created_with_mfa=False):
@@ -100,3 +106,86 @@ def test_tokens_made_before_scopes_keep_what_they_could_do(researcher):
     staff_token.refresh_from_db()
     assert plain.scopes == ["download", "inference"]
     assert staff_token.scopes == ["download", "inference", "review"]
+
+
+def review_token(reviewer) -> tuple[ApiToken, APIClient]:
+    token, raw = create(reviewer, ["download", "review"], created_with_mfa=True)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return token, api
+
+
+def test_a_review_token_stops_reviewing_once_its_owner_has_no_authenticator_app(reviewer):
+    token, api = review_token(reviewer)
+    assert api.get("/api/v1/review/applications/").status_code == 200
+    Authenticator.objects.filter(user=reviewer).delete()  # however it went (admin, shell): no TOTP, no review
+    refused = api.get("/api/v1/review/applications/")
+    assert refused.status_code == 403
+    assert "two-factor authentication set up" in refused.json()["detail"]
+
+
+def test_removing_totp_takes_the_review_scope_off_the_owner_s_tokens_audited(reviewer_client, reviewer):
+    token, api = review_token(reviewer)
+    other, _ = create(reviewer, ["inference"])
+    reauthenticate = reviewer_client.post(reverse("mfa_deactivate_totp"))["Location"]
+    response = reviewer_client.post(reauthenticate, {"password": DEFAULT_PASSWORD})  # then allauth resumes the POST
+    assert response.status_code == 302, response.content.decode()
+    assert not Authenticator.objects.filter(user=reviewer, type=Authenticator.Type.TOTP).exists()
+    token.refresh_from_db()
+    assert token.scopes == ["download"] and token.revoked_at is None
+    event = AuditEvent.objects.get(action="api_token.scope_remove", target_id=str(token.pk))
+    assert event.before == {"scopes": ["download", "review"]} and event.after == {"scopes": ["download"]}
+    assert event.actor == reviewer and "Two-factor authentication was removed" in event.reason
+    assert not AuditEvent.objects.filter(action="api_token.scope_remove", target_id=str(other.pk)).exists()
+
+
+def revoked_by_password_change(user) -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(action="api_token.revoke", target_id__in=[
+        str(pk) for pk in user.api_tokens.values_list("pk", flat=True)]))
+
+
+def test_changing_the_password_revokes_every_api_token_audited(client, researcher):
+    first, raw = create(researcher, ["download"])
+    second, _ = create(researcher, ["inference"])
+    client.force_login(researcher)
+    page = client.get(reverse("account_change_password"))
+    assert "Changing your password revokes all your API tokens" in page.content.decode()
+    response = client.post(reverse("account_change_password"), {
+        "oldpassword": DEFAULT_PASSWORD, "password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    assert response.status_code == 302, response.content.decode()
+    assert all(token.revoked_at for token in researcher.api_tokens.all())
+    with pytest.raises(ApiTokenInvalid, match="revoked"):
+        api_token_authenticate(raw=raw)
+    events = revoked_by_password_change(researcher)
+    assert len(events) == 2 and all("password was changed or reset" in event.reason for event in events)
+
+
+def test_resetting_the_password_revokes_every_api_token(client, researcher, mailoutbox, run_on_commit):
+    token, _ = create(researcher, ["download"])
+    with run_on_commit():
+        client.post(reverse("account_reset_password"), {"email": researcher.email})
+    link = link_in(mailoutbox[-1].body, "/password/reset/key/")
+    page = client.get(link, follow=True)
+    assert "Changing your password revokes all your API tokens" in page.content.decode()
+    response = client.post(page.redirect_chain[-1][0] if page.redirect_chain else link,
+                           {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    assert response.status_code == 302, response.content.decode()
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    assert len(revoked_by_password_change(researcher)) == 1
+
+
+def test_staff_setting_a_password_in_the_admin_revokes_the_user_s_tokens(reviewer_client, reviewer, researcher):
+    reviewer.user_permissions.add(Permission.objects.get(codename="change_user"))
+    token, _ = create(researcher, ["download"])
+    response = reviewer_client.post(reverse("admin:auth_user_password_change", args=[researcher.pk]), {
+        "password1": NEW_PASSWORD, "password2": NEW_PASSWORD, "usable_password": "true"})
+    assert response.status_code == 302, response.content.decode()
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    assert AuditEvent.objects.get(action="api_token.revoke", target_id=str(token.pk)).actor == reviewer
+
+
+def test_the_tokens_page_says_a_password_change_revokes_them(researcher_client):
+    page = researcher_client.get(reverse("access:tokens")).content.decode()
+    assert "Changing or resetting your password revokes all your tokens" in page

@@ -412,3 +412,12 @@ def test_the_apply_form_refuses_the_applicant_s_own_address_as_reference(researc
     assert response.status_code == 400
     assert "one of your own e-mail addresses" in response.content.decode()
     assert not Application.objects.exists()
+
+
+def test_the_apply_form_limits_the_intended_use_and_says_so(researcher_client, release):
+    page = researcher_client.get(reverse("access:apply")).content.decode()
+    assert 'maxlength="5000"' in page and "to 5,000 characters" in page
+    response = researcher_client.post(reverse("access:apply"), form_data(release, intended_use="x" * 2_400_000))
+    assert response.status_code == 400
+    assert "at most 5000 characters" in response.content.decode()
+    assert not Application.objects.exists()
