@@ -33,6 +33,8 @@ def institution_form(institution: Institution, **changes) -> dict:
     data = {"name": institution.name, "ror_id": institution.ror_id, "sector": institution.sector,
             "email_domains": '["' + '", "'.join(institution.email_domains) + '"]' if institution.email_domains
             else "[]"}
+    if institution.confirmed:
+        data["confirmed"] = "on"
     data.update(changes)
     return data
 
