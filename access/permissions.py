@@ -1,15 +1,11 @@
-"""Who may review (active staff with ``access.review_application`` and a confirmed second factor), and token scopes."""
+"""API permissions: review (the rule is ``access.roles.is_reviewer``, plus a confirmed second factor) and token scopes."""
 
 from rest_framework.permissions import BasePermission
 
 from access.mfa import staff_mfa_problem, totp_active
 from access.models import ApiToken
+from access.roles import is_reviewer
 from access.services.tokens import api_token_has_scope, api_token_scope_missing_message
-
-
-def is_reviewer(user) -> bool:
-    return bool(user and user.is_authenticated and user.is_active and user.is_staff
-                and user.has_perm("access.review_application"))
 
 
 class RequiresTokenScope(BasePermission):

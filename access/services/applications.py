@@ -25,6 +25,7 @@ from access.models import (
     LicenceAcceptance, User,
 )
 from access.notifications import absolute_url, notify, notify_applicant
+from access.roles import is_reviewer
 from access.services.institutions import institution_resolve
 from access.services.licences import licence_accept
 from access.validators import orcid_normalise, ror_normalise
@@ -171,8 +172,6 @@ def reference_requests_problem(*, user: User, supervisor_email: str, now) -> str
 def ensure_can_review(*, by: User, application: Application) -> None:
     """The one rule of who may decide an application: a reviewer, never on their own application (staff
     applications are never approved automatically either: see ``check_staff_applicant``)."""
-    from access.permissions import is_reviewer
-
     if not is_reviewer(by):
         raise PermissionDenied("Only staff with the review permission can review applications.")
     if by.pk == application.user_id:

@@ -11,6 +11,7 @@ from access.audit import audit_record
 from access.errors import AccessError
 from access.models import Grant, User
 from access.notifications import absolute_url, notify
+from access.roles import is_reviewer
 from access.signals import grant_revoked
 
 
@@ -23,7 +24,7 @@ def _notify_holder(grant: Grant, template: str, **extra) -> None:
 def grant_revoke(*, grant: Grant, by: User, reason: str, ip_address: str | None = None) -> Grant:
     """Staff revoke access at once: downloads and the playground check ``grant_active_for``."""
     grant = Grant.objects.select_for_update().select_related("user", "release").get(pk=grant.pk)
-    if not (by.is_staff and by.has_perm("access.review_application")):
+    if not is_reviewer(by):
         raise PermissionDenied("Only staff with the review permission can revoke access.")
     reason = reason.strip()
     if not reason:

@@ -9,7 +9,7 @@ from django.http import Http404
 
 from access.errors import AccessError
 from access.http import validation_errors
-from access.permissions import is_reviewer
+from access.roles import is_reviewer
 
 
 def reviewer_required(view):
