@@ -22,8 +22,14 @@ class ReleaseAdmin(AuditedAdmin, admin.ModelAdmin):
 
 @admin.register(Variant)
 class VariantAdmin(admin.ModelAdmin):
+    """Variants come only from ``register_release``; where their files are read from never changes here."""
+
     list_display = ["release", "name", "location", "registered_at"]
     list_filter = ["release"]
+    readonly_fields = ["location"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
 
 
 @admin.register(ArtifactFile)
@@ -31,7 +37,11 @@ class ArtifactFileAdmin(admin.ModelAdmin):
     list_display = ["path", "variant", "size", "integrity", "verified_at"]
     list_filter = ["integrity", "variant__release"]
     search_fields = ["path", "sha256", "md5"]
-    readonly_fields = ["size", "sha256", "md5", "integrity", "integrity_detail", "verified_at"]
+    readonly_fields = ["storage_key", "size", "sha256", "md5", "integrity", "integrity_detail", "verified_at"]
+
+    def has_add_permission(self, request) -> bool:
+        """Files come only from ``register_release``, which hashes them where they are stored."""
+        return False
 
 
 @admin.register(DownloadEvent)

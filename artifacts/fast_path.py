@@ -21,6 +21,7 @@ from django.middleware.security import SecurityMiddleware
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 
+from access.http import client_ip
 from artifacts.services.downloads import download_authorize
 
 DECISION_KEY = "gatehouse.download_decision"
@@ -64,7 +65,7 @@ class DownloadLinkFastPath:
             decision = download_authorize(
                 token=token,
                 range_header=request.headers.get("Range", ""),
-                ip=request.META.get("REMOTE_ADDR") or None,
+                ip=client_ip(request),
                 user_agent=request.headers.get("User-Agent", ""),
             )
         except Exception as error:  # noqa: BLE001  (logged and answered as Django would)

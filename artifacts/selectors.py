@@ -32,14 +32,18 @@ def variants_with_totals(*, release: Release) -> QuerySet[Variant]:
 
 
 def downloads_counted_since(*, user_id: int, variant_id: int) -> dict[int, int]:
-    """Distinct downloads per file of a variant in the current limit window (retries of a link count once)."""
+    """Distinct downloads per file of a variant in the current limit window: one per (link, client
+    address), as ``download_check`` counts them."""
     since = timezone.now() - datetime.timedelta(seconds=settings.DOWNLOAD_LIMIT_WINDOW_SECONDS)
-    rows = (
+    pairs = (
         DownloadEvent.objects.filter(user_id=user_id, file__variant_id=variant_id, counts_as_download=True, at__gte=since)
-        .values("file_id")
-        .annotate(count=Count("link_id", distinct=True))
+        .values_list("file_id", "link_id", "ip")
+        .distinct()
     )
-    return {row["file_id"]: row["count"] for row in rows}
+    counts: dict[int, int] = {}
+    for file_id, _, _ in pairs:
+        counts[file_id] = counts.get(file_id, 0) + 1
+    return counts
 
 
 # For /dl/: the hottest path of the portal. One hand-written query (the same text every time)
@@ -66,6 +70,7 @@ class DownloadCheck:
     file_release_id: int | None
     grant_release_id: int
     variant_location: str
+    user_is_active: bool
     link_counted: bool
     counted_links: int
     oldest_counted_at: datetime.datetime | None
@@ -76,16 +81,19 @@ SELECT g.id, g.generation, g.revoked_at, g.expires_at, r.slug, lv.number,
        EXISTS (SELECT 1 FROM access_licenceacceptance a
                 WHERE a.user_id = g.user_id AND a.licence_version_id = lv.id),
        f.id, f.path, f.size, f.storage_key, f.integrity, v.release_id, g.release_id, v.location,
-       counted.this_link, counted.links, counted.oldest
+       u.is_active, counted.this_link, counted.downloads, counted.oldest
   FROM access_grant g
+  JOIN access_user u ON u.id = g.user_id
   JOIN artifacts_release r ON r.id = g.release_id
   LEFT JOIN access_licenceversion lv ON lv.licence_id = r.licence_id AND lv.number =
        (SELECT MAX(latest.number) FROM access_licenceversion latest
          WHERE latest.licence_id = r.licence_id AND latest.published_at IS NOT NULL)
   LEFT JOIN artifacts_artifactfile f ON f.id = %(file)s
   LEFT JOIN artifacts_variant v ON v.id = f.variant_id
- CROSS JOIN (SELECT MAX(CASE WHEN e.link_id = %(link)s THEN 1 ELSE 0 END) AS this_link,
-                    COUNT(DISTINCT e.link_id) AS links, MIN(e.at) AS oldest
+ CROSS JOIN (SELECT MAX(CASE WHEN e.link_id = %(link)s AND (e.ip = %(ip)s OR (e.ip IS NULL AND %(ip)s IS NULL))
+                                THEN 1 ELSE 0 END) AS this_link,
+                    COUNT(DISTINCT e.link_id || '|' || COALESCE(CAST(e.ip AS TEXT), '')) AS downloads,
+                    MIN(e.at) AS oldest
                FROM artifacts_downloadevent e
               WHERE e.user_id = %(user)s AND e.file_id = %(file)s AND e.counts_as_download = %(yes)s
                 AND e.at >= %(since)s) counted
@@ -93,28 +101,33 @@ SELECT g.id, g.generation, g.revoked_at, g.expires_at, r.slug, lv.number,
 """
 
 
-def download_check(*, grant_id: int, user_id: int, file_id: int, link_id: str) -> DownloadCheck | None:
-    """The grant (None unless it is this user's), its licence state, the file, and the user's
-    counted downloads of the file in the limit window.
+def download_check(*, grant_id: int, user_id: int, file_id: int, link_id: str, ip: str | None) -> DownloadCheck | None:
+    """The grant (None unless it is this user's), whether the user is still active, its licence
+    state, the file, and the user's counted downloads of the file in the limit window.
+
+    A download is one (link, client address) pair: ``link_counted`` says whether this link was
+    already counted from this address, ``counted_links`` how many pairs were counted.
 
     The licence rule is ``access.selectors.licence_acceptance_required``'s: the highest published
     version of the release's licence must have been accepted.
     """
     since = timezone.now() - datetime.timedelta(seconds=settings.DOWNLOAD_LIMIT_WINDOW_SECONDS)
-    params = {"grant": grant_id, "user": user_id, "file": file_id, "link": link_id, "since": since, "yes": True}
+    params = {"grant": grant_id, "user": user_id, "file": file_id, "link": link_id, "since": since, "yes": True,
+              "ip": connection.ops.adapt_ipaddressfield_value(ip)}
     with connection.cursor() as cursor:
         cursor.execute(DOWNLOAD_CHECK_SQL, params)
         row = cursor.fetchone()
     if row is None:
         return None
     (grant_id, generation, revoked_at, expires_at, slug, latest_number, accepted, file_id, path, size, key,
-     integrity, file_release_id, grant_release_id, location, link_counted, counted, oldest) = row
+     integrity, file_release_id, grant_release_id, location, user_is_active, link_counted, counted, oldest) = row
     return DownloadCheck(
         grant_id=grant_id, grant_generation=generation, grant_revoked_at=_aware(revoked_at),
         grant_expires_at=_aware(expires_at), release_slug=slug, latest_licence_number=latest_number,
         latest_licence_accepted=bool(accepted), file_id=file_id, file_path=path or "", file_size=size,
         file_storage_key=key or "", file_integrity=integrity or "", file_release_id=file_release_id,
-        grant_release_id=grant_release_id, variant_location=location or "", link_counted=bool(link_counted),
+        grant_release_id=grant_release_id, variant_location=location or "", user_is_active=bool(user_is_active),
+        link_counted=bool(link_counted),
         counted_links=counted or 0, oldest_counted_at=_aware(oldest),
     )
 

@@ -33,6 +33,10 @@ class StorageError(Exception):
     """A storage operation failed; the message says what and where."""
 
 
+class KeyOutsideRoot(StorageError):
+    """A local key resolves (through ``..``, an absolute path or a symlink) outside the storage root."""
+
+
 class Storage(Protocol):
     def list(self, prefix: str = "") -> Iterator[StoredObject]: ...
     def size(self, key: str) -> int | None: ...
@@ -48,9 +52,11 @@ class LocalStorage:
         self.root = Path(root)
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root.resolve() not in path.parents and path != self.root.resolve():
-            raise StorageError(f"Key {key!r} escapes the storage root {self.root}.")
+        """The key's path with symlinks resolved; refused unless it stays under the root."""
+        root = self.root.resolve()
+        path = (root / key).resolve()
+        if root not in path.parents and path != root:
+            raise KeyOutsideRoot(f"Key {key!r} escapes the storage root {self.root}; it is never served.")
         return path
 
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
@@ -80,6 +86,8 @@ class LocalStorage:
         shutil.copyfile(source, target)
 
     def presigned_url(self, key: str, *, expires_in: int, download_name: str) -> str | None:
+        """None: the portal streams local files itself, once the key is known to stay under the root."""
+        self._path(key)
         return None
 
 

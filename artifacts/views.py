@@ -8,16 +8,13 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from access.http import client_ip
 from access.selectors import licence_acceptance_required
 from artifacts import selectors
 from artifacts.fast_path import DECISION_KEY
 from artifacts.markdown import render_markdown
 from artifacts.services.downloads import Decision, ManifestRefused, download_authorize, manifest_issue
 from artifacts.storage import iter_chunks
-
-
-def client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def release_list(request: HttpRequest) -> HttpResponse:

@@ -17,7 +17,7 @@ from artifacts.links import LinkExpired, LinkInvalid, link_token_read, link_toke
 from artifacts.models import ArtifactFile, DownloadEvent, Release, Variant
 from access.selectors import grant_active_for, licence_acceptance_required
 from artifacts.selectors import DownloadCheck, download_check, downloads_counted_since
-from artifacts.storage import Storage, StorageError, storage_for
+from artifacts.storage import KeyOutsideRoot, Storage, StorageError, storage_for
 
 logger = logging.getLogger(__name__)
 RANGE_PATTERN = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -158,12 +158,12 @@ def download_authorize(*, token: str, range_header: str, ip: str | None, user_ag
                        "This download link is not valid: it was altered or cut short (e-mail link protection "
                        "does this). Copy links from My access or use the download clients.")
     check = download_check(grant_id=claims.grant_id, user_id=claims.user_id, file_id=claims.file_id,
-                           link_id=claims.link_id)
+                           link_id=claims.link_id, ip=ip)
     if check is None or check.file_id is None or check.file_release_id != check.grant_release_id:
         return _refuse(event, 403, O.INVALID, "This download link does not match any file you have access to.")
     event.user_id, event.grant_id, event.file_id, event.link_id = (
         claims.user_id, check.grant_id, check.file_id, claims.link_id)
-    if check.grant_revoked_at is not None:
+    if check.grant_revoked_at is not None or not check.user_is_active:
         return _refuse(event, 403, O.REVOKED,
                        "Your access to this release was revoked, so its links no longer work. "
                        "My access shows the reason.")
@@ -186,13 +186,19 @@ def download_authorize(*, token: str, range_header: str, ip: str | None, user_ag
     except ValueError:
         return _refuse(event, 416, O.INVALID, "The requested byte range is outside the file.",
                        extra={"size": check.file_size})
-    limit_refusal = _apply_limit(event, check, byte_range)
+    limit_refusal = _apply_limit(event, check)
     if limit_refusal:
         return limit_refusal
     try:
         storage, _ = storage_for(check.variant_location)
         url = storage.presigned_url(check.file_storage_key, expires_in=settings.DOWNLOAD_PRESIGN_SECONDS,
                                     download_name=check.file_path.rsplit("/", 1)[-1])
+    except KeyOutsideRoot:
+        logger.error("Refused to serve %s: its storage key escapes the storage root", check.file_path)
+        event.counts_as_download = False
+        return _refuse(event, 409, O.WITHHELD,
+                       f"{check.file_path} is withheld: it is not stored where it should be. Staff have been "
+                       "told; your download was not counted.")
     except StorageError:
         logger.exception("Storage failed for %s", check.file_path)
         event.counts_as_download = False
@@ -207,20 +213,20 @@ def download_authorize(*, token: str, range_header: str, ip: str | None, user_ag
                     storage=storage, byte_range=byte_range)
 
 
-def _apply_limit(event: DownloadEvent, check: DownloadCheck, byte_range) -> Decision | None:
-    """Count a new download (not a resume, not a retry of a counted link) against the limit."""
-    if byte_range is not None and byte_range[0] > 0:
-        return None  # resuming a download already under way
+def _apply_limit(event: DownloadEvent, check: DownloadCheck) -> Decision | None:
+    """Count a new download against the limit: a link counts at its first use from an address,
+    whatever its Range; later uses of it from that address (resumes, retries, parallel segments)
+    are that same download, and the same link from another address is another download."""
     if check.link_counted:
-        return None  # a retry of a link already counted
+        return None
     if check.counted_links >= settings.DOWNLOAD_LIMIT_PER_FILE:
         window_start = timezone.now() - datetime.timedelta(seconds=settings.DOWNLOAD_LIMIT_WINDOW_SECONDS)
         retry_after = max(int((check.oldest_counted_at - window_start).total_seconds()) + 1, 1)
         return _refuse(
             event, 429, DownloadEvent.Outcome.OVER_LIMIT,
             f"You have downloaded this file {settings.DOWNLOAD_LIMIT_PER_FILE} times in the last "
-            f"{settings.DOWNLOAD_LIMIT_WINDOW_SECONDS // 3600} hours. Resuming a partial download is always "
-            f"allowed; a new download is possible again in {retry_after // 60 + 1} minutes.",
+            f"{settings.DOWNLOAD_LIMIT_WINDOW_SECONDS // 3600} hours. Resuming a partial download with the same link "
+            f"is always allowed; a new download is possible again in {retry_after // 60 + 1} minutes.",
             retry_after=retry_after,
         )
     event.counts_as_download = True

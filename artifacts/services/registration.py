@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from artifacts.models import ArtifactFile, Release, Variant
-from artifacts.storage import StorageError, iter_chunks, storage_for
+from artifacts.storage import KeyOutsideRoot, StorageError, iter_chunks, storage_for
 
 MD5_PATTERN = re.compile(r"^[0-9a-fA-F]{32}$")
 
@@ -97,10 +97,13 @@ def _digest(file: ArtifactFile) -> tuple[int, str, str] | None:
 
 def file_hash(*, file: ArtifactFile) -> ArtifactFile:
     """Hash a file's stored bytes: the first time records them, later times check them."""
-    digest = _digest(file)
     Integrity = ArtifactFile.Integrity
+    try:
+        digest, missing_detail = _digest(file), "The file is missing from storage."
+    except KeyOutsideRoot as error:
+        digest, missing_detail = None, str(error)
     if digest is None:
-        file.integrity, file.integrity_detail = Integrity.MISSING, "The file is missing from storage."
+        file.integrity, file.integrity_detail = Integrity.MISSING, missing_detail
     else:
         size, sha256, md5 = digest
         if not file.sha256:

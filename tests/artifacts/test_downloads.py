@@ -126,9 +126,39 @@ def test_download_limit_counts_distinct_downloads_not_retries(signed_in, grant, 
     refused = signed_in.get(third, headers={"Accept": "application/json"})
     assert refused.status_code == 429
     assert int(refused["Retry-After"]) > 0
-    assert "Resuming a partial download is always allowed" in refused.json()["detail"]
-    assert signed_in.get(third, headers={"Range": "bytes=5-"}).status_code == 206  # resuming still works
+    assert "Resuming a partial download with the same link is always allowed" in refused.json()["detail"]
+    assert signed_in.get(first, headers={"Range": "bytes=5-"}).status_code == 206  # resuming still works
     assert manifest(signed_in)["files"][0]["downloads_remaining"] == 0
+
+
+def test_a_fresh_link_counts_at_its_first_use_whatever_its_range(signed_in, grant, local_variant, settings):
+    settings.DOWNLOAD_LIMIT_PER_FILE = 1
+    first, second = link(signed_in), link(signed_in)
+    assert signed_in.get(first, headers={"Range": "bytes=1-"}).status_code == 206
+    assert signed_in.get(first, headers={"Range": "bytes=0-"}).status_code == 206  # the same download
+
+    refused = signed_in.get(second, headers={"Range": "bytes=1-", "Accept": "application/json"})
+    assert refused.status_code == 429 and refused.json()["error"] == "over_limit"
+    assert refused.json()["detail"] == signed_in.get(second, headers={"Accept": "application/json"}).json()["detail"]
+
+
+def test_a_link_shared_with_another_address_counts_again(signed_in, grant, local_variant, settings):
+    settings.DOWNLOAD_LIMIT_PER_FILE = 2
+    url = link(signed_in)
+    assert signed_in.get(url, REMOTE_ADDR="192.0.2.1").status_code == 200
+    assert signed_in.get(url, REMOTE_ADDR="192.0.2.1", headers={"Range": "bytes=10-"}).status_code == 206
+    assert signed_in.get(url, REMOTE_ADDR="198.51.100.7", headers={"Range": "bytes=10-"}).status_code == 206
+    assert manifest(signed_in)["files"][0]["downloads_remaining"] == 0
+    assert signed_in.get(url, REMOTE_ADDR="203.0.113.9").status_code == 429
+    assert signed_in.get(url, REMOTE_ADDR="192.0.2.1", headers={"Range": "bytes=20-"}).status_code == 206
+
+
+def test_deactivating_a_user_kills_their_issued_links(signed_in, user, grant, local_variant):
+    url = link(signed_in)
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    response = signed_in.get(url, headers={"Accept": "application/json"})
+    assert response.status_code == 403 and response.json()["error"] == "revoked"
 
 
 def test_withheld_files_are_left_out_of_manifests_and_refused(signed_in, grant, local_variant):
@@ -242,3 +272,36 @@ def test_a_download_link_is_checked_and_recorded_in_three_queries(signed_in, gra
     with django_assert_num_queries(3):
         response = signed_in.get(url)
     assert response.status_code == 200
+
+
+def test_a_file_whose_key_escapes_the_storage_root_is_never_served(signed_in, grant, local_variant):
+    from artifacts.services.registration import file_hash
+
+    url = link(signed_in)
+    stored = ArtifactFile.objects.get(path=SHARD)
+    stored.storage_key = "../../../../../../etc/passwd"
+    stored.save(update_fields=["storage_key"])
+    response = signed_in.get(url, headers={"Accept": "application/json"})
+    assert response.status_code == 409 and response.json()["error"] == "withheld"
+    assert file_hash(file=stored).integrity != ArtifactFile.Integrity.OK
+    assert "escapes the storage root" in ArtifactFile.objects.get(pk=stored.pk).integrity_detail
+
+
+def test_the_admin_cannot_change_where_registered_files_are_read_from(client, local_variant):
+    from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+
+    from tests.access.conftest import log_in_with_totp
+
+    admin = StaffFactory(is_superuser=True)
+    admin.totp_secret = generate_totp_secret()
+    TOTP.activate(admin, admin.totp_secret)
+    log_in_with_totp(client, admin)
+    stored = ArtifactFile.objects.get(path=SHARD)
+    page = client.get(f"/admin/artifacts/artifactfile/{stored.pk}/change/").content.decode()
+    assert "Change artifact file" in page
+    assert 'name="storage_key"' not in page and stored.storage_key in page
+    page = client.get(f"/admin/artifacts/variant/{local_variant.pk}/change/").content.decode()
+    assert 'name="location"' not in page and local_variant.location in page
+    # Nor can a variant or file be added there pointing elsewhere: only register_release adds them.
+    assert client.get("/admin/artifacts/variant/add/").status_code == 403
+    assert client.get("/admin/artifacts/artifactfile/add/").status_code == 403

@@ -92,3 +92,16 @@ def test_plain_http_is_sent_to_https_before_anything_is_decided(signed_in, grant
 def test_other_pages_go_through_django(client):
     status, _, content = wsgi_get("/releases/")
     assert status == 200 and b"Releases" in content
+
+
+def test_the_fast_path_refuses_links_of_a_deactivated_user_and_counts_fresh_ranged_links(
+        signed_in, user, grant, s3_variant, settings):
+    settings.DOWNLOAD_LIMIT_PER_FILE = 1
+    first, second = link(signed_in), link(signed_in)
+    assert wsgi_get(first, Range="bytes=1-")[0] == 302
+    assert wsgi_get(first, Range="bytes=0-")[0] == 302  # the same download, same address
+    assert wsgi_get(second, Range="bytes=1-")[0] == 429
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    status, _, content = wsgi_get(first, Accept="application/json")
+    assert status == 403 and b"revoked" in content

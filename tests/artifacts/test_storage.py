@@ -55,3 +55,17 @@ def test_our_presigned_urls_are_the_ones_botocore_makes(settings):
                                expires_in=300, query={"response-content-disposition": disposition}, now=frozen)
     assert ours.split("?")[0] == theirs.split("?")[0]
     assert sorted(ours.split("?")[1].split("&")) == sorted(theirs.split("?")[1].split("&"))
+
+
+def test_absolute_keys_and_symlinks_out_of_the_root_are_refused(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"not a weight")
+    (root / "link.pt").symlink_to(outside / "secret")
+    storage = LocalStorage(root)
+    for key in ("/etc/passwd", "link.pt", "../outside/secret"):
+        with pytest.raises(StorageError, match="escapes the storage root"):
+            storage.open(key)
+        with pytest.raises(StorageError, match="escapes the storage root"):
+            storage.presigned_url(key, expires_in=60, download_name="x")
