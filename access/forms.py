@@ -1,7 +1,9 @@
 """HTML forms of the access app: field formats only; the rules live in the services."""
 
+from allauth.account.forms import SignupForm as AllauthSignupForm
 from django import forms
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
 from django_countries import countries
 
 from access.models import (
@@ -9,6 +11,37 @@ from access.models import (
     Institution, ReasonTemplate,
 )
 from artifacts.models import Release
+
+
+# Every id is a BigAutoField: a value outside its range names no row, and SQLite cannot even bind it.
+ID_MIN, ID_MAX = 1, 2**63 - 1
+
+
+class IdsField(forms.ModelMultipleChoiceField):
+    """Rows chosen by id; an id out of the database's range is refused before any query."""
+
+    def _check_values(self, value):
+        if isinstance(value, (list, tuple)) and self.to_field_name is None:
+            for pk in value:
+                try:
+                    number = int(str(pk))
+                except ValueError:
+                    continue  # not a number: Django's own check refuses it
+                if not ID_MIN <= number <= ID_MAX:
+                    raise forms.ValidationError(self.error_messages["invalid_pk_value"], code="invalid_pk_value",
+                                                params={"pk": pk})
+        return super()._check_values(value)
+
+
+class SignupForm(AllauthSignupForm):
+    """allauth's sign-up, doing the same work whether or not the address is already registered."""
+
+    def try_save(self, request):
+        if self.account_already_exists:
+            # A new account's password is hashed (Argon2, most of the answer's time): hash this one
+            # too, so the answer's timing does not tell which addresses have an account.
+            make_password(self.cleaned_data.get("password1"))
+        return super().try_save(request)
 
 
 def add_service_errors(form: forms.Form, errors: dict[str, list[str]]) -> None:
@@ -24,7 +57,7 @@ class LicenceSignatureMixin(forms.Form):
 
 
 class ApplicationForm(LicenceSignatureMixin):
-    releases = forms.ModelMultipleChoiceField(queryset=Release.objects.none(), widget=forms.CheckboxSelectMultiple,
+    releases = IdsField(queryset=Release.objects.none(), widget=forms.CheckboxSelectMultiple,
                                               label="Release(s) requested")
     legal_name = forms.CharField(max_length=200, label="Full legal name")
     institution_name = forms.CharField(max_length=300, label="Institution",
@@ -95,7 +128,7 @@ class DecisionForm(forms.Form):
 class BulkDecisionForm(DecisionForm):
     ACTIONS = [("approve", "Approve"), ("reject", "Reject")]
     action = forms.ChoiceField(choices=ACTIONS)
-    applications = forms.ModelMultipleChoiceField(queryset=Application.objects.all(), error_messages={
+    applications = IdsField(queryset=Application.objects.all(), error_messages={
         "required": "Select at least one application."})
 
 

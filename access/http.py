@@ -26,11 +26,25 @@ def normalised_ip(value: str | None) -> str | None:
 
 
 def client_ip(request) -> str | None:
-    """The client's address; behind the TLS proxy (BEHIND_PROXY=1), the first X-Forwarded-For hop."""
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-    if settings.SECURE_PROXY_SSL_HEADER is not None and forwarded:
-        return forwarded.split(",")[0].strip() or None
-    return request.META.get("REMOTE_ADDR") or None
+    """The client's address: the one answer for audit rows, signatures, downloads and rate limits.
+
+    Only the last ``TRUSTED_PROXY_COUNT`` hops are trusted (0 by default; 1 under
+    ``BEHIND_PROXY=1``). Each trusted proxy appends the address it received from, so the client is
+    the rightmost X-Forwarded-For entry that no trusted proxy wrote; the entries left of it are
+    whatever the client sent. An entry that is not an address falls back to ``REMOTE_ADDR``.
+    Never raises: None when not even ``REMOTE_ADDR`` is an address.
+    """
+    remote = normalised_ip(request.META.get("REMOTE_ADDR"))
+    hops = settings.TRUSTED_PROXY_COUNT
+    if hops <= 0:
+        return remote
+    forwarded = [entry.strip() for entry in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    forwarded = [entry for entry in forwarded if entry]
+    if not forwarded:
+        return remote
+    # REMOTE_ADDR is the nearest proxy; the other hops - 1 proxies are the rightmost entries.
+    untrusted = forwarded[:len(forwarded) - (hops - 1)] or forwarded[:1]
+    return normalised_ip(untrusted[-1]) or remote
 
 
 def user_agent(request) -> str:

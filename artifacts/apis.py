@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from django.http import HttpResponse
+from django.utils.decorators import method_decorator
+from django.views.decorators.cache import never_cache
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, serializers, status
@@ -77,6 +79,7 @@ class ReleaseListApi(APIView):
         return Response(ReleaseSerializer(selectors.release_list_public(), many=True).data)
 
 
+@method_decorator(never_cache, name="dispatch")  # personal signed links: manifest and clients
 class ManifestView(APIView):
     """Shared lookup: the release by slug, the variant by ``?variant=``, then a fresh manifest."""
 

@@ -40,6 +40,7 @@ def release_detail(request: HttpRequest, slug: str) -> HttpResponse:
     })
 
 
+@never_cache  # personal signed links
 @login_required
 def release_download(request: HttpRequest, slug: str) -> HttpResponse:
     """Fresh links, checksums, remaining download counts and the download clients."""

@@ -105,7 +105,7 @@ print(Variant.objects.get(release__slug='$RELEASE', name='hf-safetensors').locat
 start worker .venv/bin/celery -A portal worker --beat --pool=solo --queues=default \
   --schedule="$VAR/celerybeat-schedule" --loglevel=WARNING
 start web .venv/bin/uvicorn portal.asgi:application --host "$HOST" --port "$PORT" --log-level warning \
-  --timeout-graceful-shutdown 5
+  --timeout-graceful-shutdown 5 --no-proxy-headers --no-server-header
 if [ -d "$checkpoint" ]; then
   start gpu-worker "$PY" -m inference_worker.worker --release "$RELEASE" --checkpoint "$checkpoint" \
     --max-batch 4 --threads 1

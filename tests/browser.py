@@ -56,10 +56,16 @@ def celery_worker(mail_dir: Path, log_path: Path):
 
 @contextlib.contextmanager
 def chromium_page():
+    """A headless chromium page; the test fails if the browser reports a Content-Security-Policy violation."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            yield browser.new_page()
+            page = browser.new_page()
+            violations = []
+            page.on("console", lambda message: violations.append(message.text)
+                    if "Content Security Policy" in message.text else None)
+            yield page
+            assert not violations, violations  # every page works under the Content-Security-Policy
         finally:
             browser.close()
 

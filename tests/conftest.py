@@ -79,3 +79,12 @@ def link_in(body: str, path_fragment: str) -> str:
         if path_fragment in url:
             return url
     raise AssertionError(f"No link containing {path_fragment!r} in:\n{body}")
+
+
+@pytest.fixture(autouse=True)
+def unhashed_static_files_for_browser_tests(request, settings):
+    """pytest-django's live server serves /static/ through the finders, which know no hashed names:
+    browser tests link the plain names, so pages load their CSS and scripts (and the CSP is tried)."""
+    if request.node.get_closest_marker("browser"):
+        settings.STORAGES = {**settings.STORAGES,
+                             "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}

@@ -7,6 +7,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from access import selectors
@@ -197,6 +198,7 @@ def grant_renew_view(request, pk: int):
     return redirect("access:my_access")
 
 
+@never_cache  # a new token is shown once: no copy in any cache
 @login_required
 def tokens(request):
     form = TokenForm(request.POST or None, user=request.user)

@@ -5,6 +5,7 @@ from urllib.parse import urlparse
 import pytest
 from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import MD5PasswordHasher
 from django.urls import reverse
 
 from tests.conftest import link_in
@@ -72,6 +73,30 @@ def test_e_mail_addresses_are_unique_whatever_their_case(client, mailoutbox, dja
     assert "already" in mailoutbox[0].body.lower()
 
 
+class CountingHasher(MD5PasswordHasher):
+    """A fast hasher that counts the passwords it hashes."""
+
+    algorithm = "counting_md5"
+    hashed = 0
+
+    def encode(self, password, salt):
+        CountingHasher.hashed += 1
+        return super().encode(password, salt)
+
+
+def test_sign_up_hashes_the_password_whether_or_not_the_address_is_registered(
+        client, settings, mailoutbox, django_capture_on_commit_callbacks):
+    settings.PASSWORD_HASHERS = [f"{__name__}.CountingHasher"]
+    UserFactory(email="taken@uni.example.edu")
+    work = {}
+    for email in ["new@uni.example.edu", "taken@uni.example.edu"]:
+        CountingHasher.hashed, sent = 0, len(mailoutbox)
+        response = sign_up(client, django_capture_on_commit_callbacks, email=email)
+        work[email] = (response.status_code, response["Location"], CountingHasher.hashed, len(mailoutbox) - sent)
+    assert work["new@uni.example.edu"] == work["taken@uni.example.edu"] == (
+        302, reverse("account_email_verification_sent"), 1, 1)
+
+
 def test_password_reset_by_e_mail_link(client, user, mailoutbox, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(reverse("account_reset_password"), {"email": user.email})
@@ -100,6 +125,21 @@ def test_repeated_failed_logins_are_rate_limited_even_with_the_right_password(cl
     response = log_in(client, user.email, DEFAULT_PASSWORD)
     assert "_auth_user_id" not in client.session
     assert "Too many failed login attempts" in response.content.decode()
+
+
+def test_the_per_address_login_limit_counts_the_address_the_trusted_proxy_saw(client, settings):
+    settings.TRUSTED_PROXY_COUNT = 1
+    settings.ACCOUNT_RATE_LIMITS = {"login_failed": "3/m/ip"}
+
+    def fail_from(forwarded, n):
+        return client.post(reverse("account_login"), {"login": f"someone{n}@uni.example.edu", "password": "wrong"},
+                           HTTP_X_FORWARDED_FOR=forwarded, REMOTE_ADDR="10.0.0.1")
+
+    for n in range(3):
+        assert "Too many failed login attempts" not in fail_from(f"{n}.6.6.6, 203.0.113.9", n).content.decode()
+    # A new spoofed leftmost entry is still the same client; another client behind the proxy is not.
+    assert "Too many failed login attempts" in fail_from("7.7.7.7, 203.0.113.9", 3).content.decode()
+    assert "Too many failed login attempts" not in fail_from("203.0.113.10", 4).content.decode()
 
 
 def test_logout_ends_the_session(client, user):

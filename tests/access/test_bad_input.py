@@ -1,8 +1,10 @@
 """Garbage in every field and parameter: field-level 400s and 404s, never a 500."""
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.test import Client
 
+from access.forms import BulkDecisionForm
 from tests.access.conftest import apply
 
 pytestmark = pytest.mark.django_db
@@ -51,3 +53,26 @@ def test_garbage_on_actions_and_queue_filters_never_answers_500(reviewer_client,
                 "/access/applications/999999/"]:
         assert applicant.get(url).status_code == 404, url
     assert reviewer_client.get("/review/export/nope.csv").status_code == 404
+
+
+OUT_OF_RANGE_IDS = ["9223372036854775808", "-9223372036854775809", "0", "1" + "0" * 40]
+
+
+@pytest.mark.parametrize("value", OUT_OF_RANGE_IDS)
+def test_ids_out_of_the_database_range_are_refused_before_any_query(value, django_assert_num_queries):
+    field = BulkDecisionForm().fields["applications"]
+    with django_assert_num_queries(0), pytest.raises(ValidationError) as refused:  # SQLite cannot bind it
+        field.clean([value])
+    assert refused.value.messages == [f"“{value}” is not a valid value."]
+
+
+@pytest.mark.parametrize("value", OUT_OF_RANGE_IDS)
+def test_out_of_range_ids_on_the_pages_answer_400_naming_the_field(value, reviewer_client, release, researcher):
+    applicant = Client()
+    applicant.force_login(researcher)
+    response = applicant.post("/apply/", {"releases": [value]})
+    assert response.status_code == 400
+    assert f"“{value}” is not a valid value." in response.content.decode()
+    response = reviewer_client.post("/review/bulk", {"action": "approve", "applications": [value]})
+    assert response.status_code == 400
+    assert f"“{value}” is not a valid value." in response.content.decode()

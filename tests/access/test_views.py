@@ -148,6 +148,7 @@ def test_tokens_are_shown_once_and_revocable(researcher_client, researcher):
     body = response.content.decode()
     token = ApiToken.objects.get(user=researcher)
     assert "shown only once" in body and token.prefix in body
+    assert "no-store" in response["Cache-Control"]
     assert "shown only once" not in researcher_client.get(reverse("access:tokens")).content.decode()
     assert researcher_client.post(reverse("access:tokens"), {"name": "", "days": 9999}).status_code == 400
     researcher_client.post(reverse("access:token_revoke", args=[token.pk]))

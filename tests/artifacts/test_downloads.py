@@ -305,3 +305,13 @@ def test_the_admin_cannot_change_where_registered_files_are_read_from(client, lo
     # Nor can a variant or file be added there pointing elsewhere: only register_release adds them.
     assert client.get("/admin/artifacts/variant/add/").status_code == 403
     assert client.get("/admin/artifacts/artifactfile/add/").status_code == 403
+
+
+def test_personal_links_are_never_stored_by_a_cache(signed_in, grant, local_variant):
+    for path in ["/api/v1/releases/opt-test/manifest?variant=metaseq-mp2",
+                 "/api/v1/releases/opt-test/download.sh?variant=metaseq-mp2",
+                 "/api/v1/releases/opt-test/gatehouse_download.py?variant=metaseq-mp2",
+                 "/releases/opt-test/download/"]:
+        response = signed_in.get(path)
+        assert response.status_code == 200, path
+        assert "no-store" in response["Cache-Control"], path
