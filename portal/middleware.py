@@ -1,5 +1,7 @@
 """Security headers on every response: a strict Content-Security-Policy and a Permissions-Policy."""
 
+from django.utils.deprecation import MiddlewareMixin
+
 # Scripts and styles only from our own static files: no inline code, no eval, no other origin.
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
@@ -17,12 +19,10 @@ PERMISSIONS_POLICY = ", ".join(f"{feature}=()" for feature in [
 ])
 
 
-class SecurityHeadersMiddleware:
-    def __init__(self, get_response):
-        self.get_response = get_response
+class SecurityHeadersMiddleware(MiddlewareMixin):
+    """Sync and async capable, so async views (the completions API) stay on the event loop."""
 
-    def __call__(self, request):
-        response = self.get_response(request)
+    def process_response(self, request, response):
         response.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
         return response
