@@ -138,8 +138,11 @@ class Subscription:
 
     async def next(self, timeout: float) -> Event | None:
         """The next event, or None when none came within ``timeout`` seconds."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that arrives
+        # as the item does, and the view would go on streaming to a client that has left.
         try:
-            item = await asyncio.wait_for(self.queue.get(), timeout)
+            async with asyncio.timeout(timeout):
+                item = await self.queue.get()
         except TimeoutError:
             return None
         if isinstance(item, BaseException):

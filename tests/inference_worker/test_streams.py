@@ -30,3 +30,26 @@ def test_a_stream_that_stays_quiet_past_the_client_s_read_timeout_still_delivers
 
     assert asyncio.run(follow()) == ["token", streams.TERMINAL]
     reset_playground_redis()
+
+
+def test_a_reader_cancelled_as_an_event_arrives_is_still_cancelled():
+    """A client that leaves just as a token arrives must not be streamed to until the job ends: the
+    cancellation reaches the view whichever comes first (Python 3.11's ``wait_for`` lost it)."""
+
+    async def cancel_as_an_event_arrives(steps_between: int) -> bool:
+        subscription = streams.Subscription(hub=None, key="k", last_id="0-0")
+        reader = asyncio.create_task(subscription.next(timeout=5))
+        await asyncio.sleep(0)  # the reader now waits on its queue
+        subscription.deliver("1-0", {"type": "token", "data": "{}"})
+        for _ in range(steps_between):
+            await asyncio.sleep(0)
+        if reader.done():  # it returned the event before the client left: nothing was lost
+            return True
+        reader.cancel()
+        try:
+            await reader
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert all(asyncio.run(cancel_as_an_event_arrives(steps)) for steps in range(4))
