@@ -11,6 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httpx2 as httpx
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = str(ROOT / ".venv" / "bin" / "python")
 # The suite's services: the demo must run on its embedded defaults and a Redis of its own.
@@ -44,6 +46,21 @@ def processes_with(variable: str) -> list[str]:
         except (OSError, ValueError):
             continue
     return found
+
+
+def spoofed_addresses_still_hit_the_per_address_login_limit(base: str) -> bool:
+    """The demo's server trusts no forwarded header: failed logins claiming ever new addresses in
+    X-Forwarded-For all count against this one client (10 a minute)."""
+    with httpx.Client(base_url=base, timeout=10) as http:
+        for attempt in range(12):
+            page = http.get("/accounts/login/")
+            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+            answer = http.post("/accounts/login/", data={
+                "csrfmiddlewaretoken": token, "login": f"nobody{attempt}@example.org", "password": "wrong-password-1"},
+                headers={"X-Forwarded-For": f"203.0.113.{attempt + 1}", "Referer": base + "/accounts/login/"})
+            if "Too many failed login attempts" in answer.text:
+                return attempt == 10
+    return False
 
 
 def test_the_demo_answers_a_completion_and_ctrl_c_stops_everything_it_started(tmp_path):
@@ -81,6 +98,7 @@ def test_the_demo_answers_a_completion_and_ctrl_c_stops_everything_it_started(tm
         completion = json.load(urllib.request.urlopen(request, timeout=60))
         assert completion["choices"][0]["finish_reason"] == "length"
         assert completion["usage"]["completion_tokens"] == 8
+        assert spoofed_addresses_still_hit_the_per_address_login_limit(base)
     finally:
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGINT)
