@@ -148,21 +148,36 @@ def _invalid(param: str, allowed: str, value: Any) -> CompletionError:
     return CompletionError.invalid(f"'{param}' must be {allowed}; got {_shown(value)}.", param=param)
 
 
+def _is_text(value: Any) -> bool:
+    """A non-empty string that can be stored and tokenized: UTF-8 (no lone surrogates, which JSON's
+    ``\\ud800`` escapes can spell) and no NUL, which PostgreSQL text and jsonb refuse."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_TEXT = "(valid Unicode without NUL characters)"
+
+
 def _is_token_id(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _parse_prompts(prompt: Any) -> list[str | list[int]]:
     """A string, an array of strings, an array of token ids or an array of token-id arrays."""
-    allowed = ("a non-empty string, an array of non-empty strings, an array of token ids (integers "
+    allowed = (f"a non-empty string {_TEXT}, an array of such strings, an array of token ids (integers "
                "of at least 0) or an array of non-empty token-id arrays")
-    if isinstance(prompt, str) and prompt:
+    if _is_text(prompt):
         return [prompt]
     if not isinstance(prompt, list) or not prompt:
         raise _invalid("prompt", allowed, prompt)
     if all(_is_token_id(t) for t in prompt):
         return [list(prompt)]
-    if all(isinstance(p, str) and p for p in prompt):
+    if all(_is_text(p) for p in prompt):
         prompts = list(prompt)
     elif all(isinstance(p, list) and p and all(_is_token_id(t) for t in p) for p in prompt):
         prompts = [list(p) for p in prompt]
@@ -177,11 +192,11 @@ def _parse_prompts(prompt: Any) -> list[str | list[int]]:
 def _parse_stop(stop: Any) -> list[str]:
     if stop is None:
         return []
-    if isinstance(stop, str) and stop:
+    if _is_text(stop):
         return [stop]
-    if isinstance(stop, list) and len(stop) <= MAX_STOP and all(isinstance(s, str) and s for s in stop):
+    if isinstance(stop, list) and len(stop) <= MAX_STOP and all(_is_text(s) for s in stop):
         return list(stop)
-    raise _invalid("stop", f"null, a non-empty string or an array of at most {MAX_STOP} non-empty strings", stop)
+    raise _invalid("stop", f"null, a non-empty string {_TEXT} or an array of at most {MAX_STOP} such strings", stop)
 
 
 def _parse_include_usage(stream_options: Any, *, stream: bool) -> bool:
@@ -214,8 +229,8 @@ def parse_completion_request(data: object) -> CompletionRequest:
                                           "(nothing is silently ignored).", param=name)
 
     model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise _invalid("model", "a non-empty string naming the model", model)
+    if not _is_text(model):
+        raise _invalid("model", f"a non-empty string {_TEXT} naming the model", model)
     if data.get("prompt") is None:
         raise CompletionError.invalid("'prompt' is required.", param="prompt")
     prompts = _parse_prompts(data["prompt"])
@@ -233,8 +248,8 @@ def parse_completion_request(data: object) -> CompletionRequest:
     if not isinstance(stop_token_ids, list) or not all(_is_token_id(t) for t in stop_token_ids):
         raise _invalid("stop_token_ids", "null or an array of token ids (integers of at least 0)", stop_token_ids)
     user = "" if data.get("user") is None else data["user"]
-    if not isinstance(user, str) or len(user) > MAX_USER_CHARS:
-        raise _invalid("user", f"a string of at most {MAX_USER_CHARS} characters", user)
+    if not isinstance(user, str) or len(user) > MAX_USER_CHARS or (user and not _is_text(user)):
+        raise _invalid("user", f"a string of at most {MAX_USER_CHARS} characters {_TEXT}", user)
 
     if values["max_tokens"] == 0 and not values["echo"]:
         raise CompletionError.invalid("'max_tokens' may be 0 only with 'echo' true (to score the prompt); "

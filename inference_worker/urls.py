@@ -21,5 +21,5 @@ urlpatterns = [
     path("review/users/<int:user_pk>/playground-limits", views.user_limits, name="user_limits"),
     path("api/v1/completions", apis.completions, name="api_completions"),
     path("api/v1/models", apis.models, name="api_models"),
-    path("api/v1/models/<slug:slug>", apis.models, name="api_model"),
+    path("api/v1/models/<str:slug>", apis.models, name="api_model"),  # any name: a 404 in OpenAI's shape
 ]

@@ -177,6 +177,16 @@ def test_unknown_fields_are_refused():
     assert rejected({**BASE, "a": 1, "b": 2}).message == "Unrecognized request arguments supplied: a, b"
 
 
+@pytest.mark.parametrize("field, value", [
+    ("model", "opt\x00"), ("model", "opt\ud800"), ("prompt", "Hi\x00"), ("prompt", ["ok", "\udc00"]),
+    ("stop", "\x00"), ("stop", ["ok", "a\ud83d"]), ("user", "lab\x00"),
+])
+def test_text_that_cannot_be_stored_is_refused(field, value):
+    """NUL and lone surrogates (JSON can spell both) never reach PostgreSQL, which refuses them."""
+    error = rejected({**BASE, field: value})
+    assert error.param == field and "valid Unicode without NUL characters" in error.message
+
+
 def test_user_is_kept():
     assert parse(user="lab-42").user == "lab-42"
 

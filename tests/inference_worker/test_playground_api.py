@@ -70,6 +70,10 @@ def test_the_client_raises_its_error_classes(served):
     with pytest.raises(openai.AuthenticationError):
         bad.completions.create(model="opt-play", prompt="x", max_tokens=1)
     assert [m.id for m in client.models.list().data] == ["opt-play"]
+    for name in ("opt-nope", "opt.play", "opt play"):  # not even a slug: still OpenAI's 404, which the client knows
+        with pytest.raises(openai.NotFoundError) as missing:
+            client.models.retrieve(name)
+        assert missing.value.body["code"] == "model_not_found"
 
 
 def test_scopes_limits_and_missing_workers_answer_in_openai_s_shape(served, playground_checkpoint):
