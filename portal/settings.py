@@ -279,6 +279,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Licence applications, reviews, releases, downloads and the playground.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # the OpenAI-compatible API is async Django views, which drf-spectacular cannot see
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "inference_worker.openapi.add_openai_operations"],
 }
 
 # Licence applications and review (README, "Access and review").
