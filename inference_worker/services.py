@@ -19,6 +19,8 @@ from django.utils import timezone
 
 from access.audit import audit_record
 from access.models import Grant, LicenceVersion, User
+from access.roles import is_reviewer
+from access.services.applications import too_long_message
 from access.selectors import grants_active_of, licence_status
 from artifacts.models import Release
 from inference_worker import selectors, streams
@@ -335,16 +337,30 @@ def job_usage(job: PromptJob) -> dict:
 
 # -- limits, flags and retention ---------------------------------------------------------------------
 
+LIMIT_MAX = 2**31 - 1  # PositiveIntegerField
+FREE_TEXT_MAX_CHARS = 5000
+
+
+def _free_text(value: str, *, field: str) -> str:
+    """A comment or note as stored: stripped; overlong text is refused whole, never cut short. (A NUL never
+    gets here: ``portal.middleware.RefuseNulCharactersMiddleware``.)"""
+    text = value.strip()
+    if len(text) > FREE_TEXT_MAX_CHARS:
+        raise ValidationError({field: too_long_message(FREE_TEXT_MAX_CHARS, text)})
+    return text
+
+
 @transaction.atomic
 def playground_limits_set(*, user: User, by: User, values: dict[str, int | None]) -> PlaygroundLimit:
     """Staff set (or clear, with None) one user's limits; audited."""
-    if not (by.is_staff and by.has_perm("access.review_application")):
+    if not is_reviewer(by):
         raise ValidationError("Only staff reviewers can change playground limits.")
     unknown = set(values) - set(selectors.Limits.FIELDS)
     if unknown:
         raise ValidationError({name: "Not a playground limit." for name in unknown})
-    bad = {name: "Give a whole number of at least 0, or leave it empty for the default." for name, value in values.items()
-           if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0)}
+    bad = {name: f"Give a whole number from 0 to {LIMIT_MAX}, or leave it empty for the default."
+           for name, value in values.items()
+           if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= LIMIT_MAX)}
     if bad:
         raise ValidationError(bad)
     limit, _ = PlaygroundLimit.objects.select_for_update().get_or_create(user=user)
@@ -367,8 +383,8 @@ def output_flag_create(*, job: PromptJob, by: User, category: str, comment: str,
         raise ValidationError({"category": "Choose one of the categories."})
     if not 0 <= choice_index < max(len(job.outputs or []), 1):
         raise ValidationError({"choice_index": "This job has no such output."})
-    flag = OutputFlag.objects.create(job=job, flagged_by=by, category=category, comment=comment.strip()[:5000],
-                                     choice_index=choice_index)
+    flag = OutputFlag.objects.create(job=job, flagged_by=by, category=category, choice_index=choice_index,
+                                     comment=_free_text(comment, field="comment"))
     audit_record(actor=by, action="playground.flag", target=flag, after={"job": str(job.pk), "category": category})
     return flag
 
@@ -376,14 +392,15 @@ def output_flag_create(*, job: PromptJob, by: User, category: str, comment: str,
 @transaction.atomic
 def output_flag_resolve(*, flag: OutputFlag, by: User, status: str, note: str = "") -> OutputFlag:
     """Staff dismiss a flag or keep a note on it; either way it leaves the open queue."""
-    if not (by.is_staff and by.has_perm("access.review_application")):
+    if not is_reviewer(by):
         raise ValidationError("Only staff reviewers can resolve flags.")
+    note = _free_text(note, field="note")
     if status not in {OutputFlag.Status.DISMISSED, OutputFlag.Status.NOTED}:
         raise ValidationError({"status": "Dismiss the flag or note it."})
-    if status == OutputFlag.Status.NOTED and not note.strip():
+    if status == OutputFlag.Status.NOTED and not note:
         raise ValidationError({"note": "Write the note."})
     flag = OutputFlag.objects.select_for_update().get(pk=flag.pk)
-    flag.status, flag.staff_note, flag.resolved_by, flag.resolved_at = status, note.strip(), by, timezone.now()
+    flag.status, flag.staff_note, flag.resolved_by, flag.resolved_at = status, note, by, timezone.now()
     flag.save(update_fields=["status", "staff_note", "resolved_by", "resolved_at"])
     audit_record(actor=by, action=f"playground.flag_{status}", target=flag, reason=note.strip())
     return flag

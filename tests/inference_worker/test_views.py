@@ -467,3 +467,24 @@ def test_staff_set_a_users_limit_and_it_takes_effect(reviewer_client, reviewer, 
     playground = html(researcher_client.get(reverse("inference_worker:playground")))
     assert "up to 100 new tokens per output" in playground and "0 / 5000</strong> tokens used" in playground
     assert 'max="100"' in input_tag(playground, "max_tokens")
+
+
+def test_text_and_numbers_the_database_cannot_hold_are_refused_not_500(researcher_client, researcher, release,
+                                                                       reviewer_client):
+    job = job_of(researcher, release)
+    flag_url = reverse("inference_worker:job_flag", args=[job.pk])
+    refused = researcher_client.post(flag_url, {"category": "hate", "comment": "a\x00b"})
+    assert refused.status_code == 400 and "contains a NUL character" in refused.content.decode()
+    page = html(researcher_client.post(flag_url, {"category": "hate", "comment": "x" * 5001}, follow=True))
+    assert "Keep this to at most 5,000 characters (you wrote 5,001)." in page
+    assert not OutputFlag.objects.exists(), "nothing is cut short or stored half"
+
+    flag = OutputFlag.objects.create(job=job, flagged_by=researcher, category="hate")
+    resolve_url = reverse("inference_worker:moderation_resolve", args=[flag.pk])
+    refused = reviewer_client.post(resolve_url, {"status": "noted", "note": "\x00"})
+    assert refused.status_code == 400 and "contains a NUL character" in refused.content.decode()
+    assert OutputFlag.objects.get(pk=flag.pk).status == "open"
+
+    limits_url = reverse("inference_worker:user_limits", args=[researcher.pk])
+    bad = reviewer_client.post(limits_url, {"daily_tokens": str(10**12)})
+    assert bad.status_code == 400 and "Give a whole number from 0 to 2147483647" in bad.content.decode()
