@@ -52,7 +52,8 @@ VARIANTS = {
 
 
 def random_hf_model(config, seed: int = 0) -> transformers.OPTForCausalLM:
-    """Weights large enough that greedy decoding does not collapse to one token."""
+    """Weights large enough that greedy decoding does not collapse to one token, each a float16
+    value (held in float32), so that checkpoints written in float16 as Meta's were hold them exactly."""
     torch.manual_seed(seed)
     model = transformers.OPTForCausalLM(config).eval()
     with torch.no_grad():
@@ -61,6 +62,7 @@ def random_hf_model(config, seed: int = 0) -> transformers.OPTForCausalLM:
                 p.uniform_(0.8, 1.2)
             else:
                 p.normal_(0.0, 0.25 if "embed" in name else 0.15)
+            p.copy_(p.half().float())
     return model
 
 
@@ -103,14 +105,15 @@ def metaseq_parts(model, n_parts: int) -> list[dict[str, torch.Tensor]]:
     return writers.metaseq_parts(canonical_state(model), n_parts)
 
 
-def metaseq_args(config) -> dict:
-    return writers.metaseq_args(OPTConfig.from_hf_dict(config.to_dict()))
+def metaseq_args(config, n_parts: int = 1) -> dict:
+    """metaseq's model args for a transformers config, as a plain dict."""
+    return vars(writers.metaseq_model_args(OPTConfig.from_hf_dict(config.to_dict()), n_parts))
 
 
 def save_metaseq(model, path: Path, n_parts: int, cfg_style: str = "dict", single_file: bool = False) -> Path:
     """metaseq consolidated parts with the model args in ``cfg`` as a dict or a Namespace."""
     path.mkdir(parents=True, exist_ok=True)
-    args = metaseq_args(model.config)
+    args = metaseq_args(model.config, n_parts)
     cfg = {"model": args} if cfg_style == "dict" else {"model": argparse.Namespace(**args)}
     for p, state in enumerate(metaseq_parts(model, n_parts)):
         name = "reshard.pt" if single_file else f"reshard-model_part-{p}.pt"

@@ -24,9 +24,11 @@ DEMO = Path(__file__).resolve().parents[2] / "demo"
 SLUG = "opt-demo"
 LICENCE_SLUG = "gatehouse-demo-licence"
 VARIANTS = {
-    "hf-safetensors": "Hugging Face directory: config.json, model.safetensors and the BPE tokenizer.",
-    "metaseq-mp2": "metaseq consolidated model-parallel parts (2), gpt2-vocab.json and gpt2-merges.txt.",
-    "fsdp-raw": "Raw FSDP flat shards (2 parts x 2 shards), as OPT-175B was first published, with an md5 list.",
+    "hf-safetensors": "Hugging Face directory: config.json, model.safetensors (float16) and the BPE tokenizer.",
+    "metaseq-mp2": "metaseq consolidated model-parallel parts (2) as reshard_fsdp writes them (float16, with "
+                   "metaseq's cfg and training state), gpt2-vocab.json and gpt2-merges.txt.",
+    "fsdp-raw": "Raw FSDP flat shards (2 parts x 2 shards) with fairscale's shard_metadata, as OPT-175B was "
+                "first published, with an md5 list.",
 }
 DOCUMENTS = [
     (ReleaseDocument.Kind.MODEL_CARD, "Model card", "model_card.md", ""),

@@ -1,5 +1,8 @@
 """metaseq model-parallel parts (``reshard-model_part-{i}.pt`` or ``reshard.pt``), any count.
 
+A part holds whole tensors (after ``reshard_fsdp``) or, as in OPT's May 2022 release, still one
+FSDP-flat vector with its ``shard_metadata`` (read by ``flat.py``).
+
 Split rules across parts: embed_tokens, q/k/v (fused ``qkv_proj``, per part ordered k, v, q) and
 fc1 on dim 0; out_proj.weight and fc2.weight on dim 1; everything else replicated.
 """
@@ -12,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import OPTConfig
-from .base import PartedSource, PartedTensor, Piece, PartReader, TorchFileReader
+from .base import PartedSource, PartedTensor, Piece, PartReader
+from .flat import part_reader
 from .torchfile import plain
 
 _PART_FILE = re.compile(r"reshard-model_part-(\d+)\.pt$")
@@ -98,6 +102,6 @@ class MetaseqSource(PartedSource):
         files = part_files(path)
         if not files:
             raise FileNotFoundError(f"no reshard-model_part-*.pt or reshard.pt in {path}")
-        parts = [TorchFileReader(f, state_key="model") for f in files]
+        parts = [part_reader([f]) for f in files]
         layout = build_layout(parts)
         super().__init__(config_for_parts(path, parts[0].checkpoint, layout), parts, layout)

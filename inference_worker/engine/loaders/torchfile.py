@@ -2,13 +2,14 @@
 
 ``weights_only=True`` is tried first. metaseq files may pickle their ``cfg`` as an omegaconf or
 metaseq object; those classes are rebuilt as inert records (no code of theirs runs and neither
-package needs to be installed) by a restricted unpickler that allows nothing else beyond tensors
-and plain containers.
+package needs to be installed) by a restricted unpickler that allows nothing else beyond tensors,
+plain containers and the NumPy numbers a trainer's ``extra_state`` holds (a loss, a meter's value).
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import collections
 import pickle
 import types
@@ -25,6 +26,39 @@ _SAFE_GLOBALS = {
     ("builtins", "frozenset"): frozenset,
     ("builtins", "slice"): slice,
     ("builtins", "complex"): complex,
+}
+
+
+_NUMERIC_KINDS = "biufc"  # bool, signed and unsigned integers, floats, complex
+
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """How pickle protocol 2 (``torch.save``'s) spells bytes: ``_codecs.encode(text, "latin1")``."""
+    if encoding != "latin1":
+        raise pickle.UnpicklingError(f"refusing to encode checkpoint text as {encoding!r}")
+    return codecs.encode(text, "latin1")
+
+
+def _numpy_dtype(*args: Any) -> Any:
+    import numpy
+
+    return numpy.dtype(*args)
+
+
+def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
+    """A NumPy number rebuilt from its raw bytes; any other kind of scalar (an object) is refused."""
+    import numpy
+
+    if not isinstance(dtype, numpy.dtype) or dtype.kind not in _NUMERIC_KINDS or not isinstance(data, bytes):
+        raise pickle.UnpicklingError(f"refusing to load a numpy scalar of dtype {dtype!r} from a checkpoint")
+    return numpy.frombuffer(data, dtype=dtype, count=1)[0]
+
+
+_NUMPY_GLOBALS = {
+    ("_codecs", "encode"): _latin1_bytes,
+    ("numpy", "dtype"): _numpy_dtype,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
 }
 
 
@@ -45,6 +79,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _SAFE_GLOBALS:
             return _SAFE_GLOBALS[(module, name)]
+        if (module, name) in _NUMPY_GLOBALS:
+            return _NUMPY_GLOBALS[(module, name)]
         if module.split(".")[0] in _CONFIG_PACKAGES:
             return type(name, (Record,), {"__module__": module})
         if module.startswith("torch") and (
