@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connections, transaction
+from django.db.models import sql
 from django.urls import reverse
 from django.utils import timezone
 
@@ -228,16 +229,29 @@ def jobs_cancel_for_licence(*, licence_version, reason: str = "licence_changed")
 
 # -- the worker's side (called by gpu.generate in the worker process) --------------------------------
 
+def _update_returning(queryset, **values) -> list:
+    """``queryset.update(**values)`` as one ``UPDATE ... RETURNING`` statement (PostgreSQL, SQLite
+    3.35+): the updated rows as stored, without a second query to read them back."""
+    model = queryset.model
+    query = queryset.query.chain(sql.UpdateQuery)
+    query.add_update_values(values)
+    statement, params = query.get_compiler(queryset.db).as_sql()
+    quote = connections[queryset.db].ops.quote_name
+    columns = ", ".join(quote(field.column) for field in model._meta.concrete_fields)
+    return list(model.objects.db_manager(queryset.db).raw(f"{statement} RETURNING {columns}", params))
+
+
 def job_claim(*, job_id, attempt: int, worker: str) -> PromptJob | None:
     """Mark the job running on ``worker``; None when this delivery is stale (another attempt, or the job
     ended or was cancelled while queued) or its grant ended meanwhile. Revocation and new licence
     versions cancel queued jobs themselves; an expiry does not, so the claim checks the grant."""
     now = timezone.now()
-    claimed = PromptJob.objects.filter(
+    current = PromptJob.objects.filter(
         pk=job_id, attempt=attempt, status=S.QUEUED, grant__revoked_at__isnull=True, grant__expires_at__gt=now,
-    ).update(status=S.RUNNING, started_at=now, worker=worker)
+    )
+    claimed = _update_returning(current, status=S.RUNNING, started_at=now, worker=worker)
     if claimed:
-        return PromptJob.objects.select_related("release").get(pk=job_id)
+        return claimed[0]
     with transaction.atomic():
         job = PromptJob.objects.select_for_update().filter(pk=job_id, attempt=attempt, status=S.QUEUED).first()
         if job is not None:  # still waiting, so its grant ended: it will never run

@@ -235,3 +235,15 @@ def test_a_job_whose_grant_expired_while_it_waited_never_runs(researcher):
     assert services.job_claim(job_id=job.pk, attempt=1, worker="w") is None
     job.refresh_from_db()
     assert (job.status, job.error_code, job.tokens_charged) == ("cancelled", "access_ended", 0)
+
+
+def test_a_claim_is_one_statement_that_returns_the_job_as_stored(researcher, django_assert_num_queries):
+    heartbeat()
+    job = submit(researcher)
+    with django_assert_num_queries(1):
+        claimed = services.job_claim(job_id=job.pk, attempt=1, worker="w")
+    stored = PromptJob.objects.get(pk=job.pk)
+    assert (claimed.pk, claimed.status, claimed.worker, claimed.attempt) == (job.pk, "running", "w", 1)
+    assert claimed.started_at == stored.started_at and claimed.params == stored.params
+    assert claimed.prompt_ids == stored.prompt_ids == job.prompt_ids
+    assert services.job_claim(job_id=job.pk, attempt=1, worker="again") is None, "a repeated delivery runs nothing"
