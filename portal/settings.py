@@ -1,6 +1,6 @@
 """Gatehouse settings, read from the environment once, here.
 
-Every variable is documented in README.md ("Configuration"). With nothing set, the
+Every variable is documented in docs/configuration.md (a test keeps it complete). With nothing set, the
 portal runs on embedded defaults: SQLite, local file storage, console e-mail and a
 file-system Celery broker, all under ``var/``.
 """
@@ -285,7 +285,7 @@ SPECTACULAR_SETTINGS = {
                              "inference_worker.openapi.add_openai_operations"],
 }
 
-# Licence applications and review (README, "Access and review").
+# Licence applications and review (docs/access.md).
 # Countries whose residents cannot be approved (ISO 3166 alpha-2). Default: the jurisdictions under
 # comprehensive sanctions (Cuba, Iran, North Korea, Syria); extend it to what your counsel requires.
 ACCESS_EMBARGOED_COUNTRIES = [code.upper() for code in env_list("ACCESS_EMBARGOED_COUNTRIES", "CU,IR,KP,SY")]
@@ -336,7 +336,7 @@ CELERY_BEAT_SCHEDULE["artifacts-verify-releases"] = {
     "schedule": ARTIFACT_VERIFY_INTERVAL_HOURS * 3600,
 }
 
-# The playground and the completions API (inference_worker app; README, "Playground").
+# The playground and the completions API (inference_worker app; docs/playground.md).
 # Redis carries the token streams, cancellations and worker heartbeats; without it the playground is closed.
 PLAYGROUND_REDIS_URL = os.environ.get("PLAYGROUND_REDIS_URL") or REDIS_URL
 PLAYGROUND_MAX_PROMPT_TOKENS = env_int("PLAYGROUND_MAX_PROMPT_TOKENS", 2048)

@@ -52,3 +52,16 @@ def test_the_connection_pool_serves_queries_when_enabled(db):
                     DATABASE_POOL="1", DATABASE_URL=database_url_of_the_test_db())
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("True 1")
+
+
+def test_every_variable_the_settings_read_is_in_the_configuration_table():
+    import re
+
+    read = re.compile(r'(?:os\.environ\.get|os\.getenv|env_bool|env_int|env_list)\(\s*"([A-Z][A-Z0-9_]*)"')
+    names = {name for file in ("portal/settings.py", "portal/gunicorn.conf.py")
+             for name in read.findall((ROOT / file).read_text())}
+    table = (ROOT / "docs" / "configuration.md").read_text()
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", "\n".join(
+        line.split(" | ")[0] for line in table.splitlines() if line.startswith("| `"))))
+    assert len(names) > 60, "the pattern no longer finds the settings"
+    assert sorted(names - documented) == []
