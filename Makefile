@@ -20,11 +20,16 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/bin/python
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test system-packages
+install-test: $(VENV)/.installed-test system-packages tests/axe/node_modules/.installed
+
+# axe-core, the accessibility checker the browser tests inject into chromium (from the npm registry).
+tests/axe/node_modules/.installed: tests/axe/package.json tests/axe/package-lock.json
+	cd tests/axe && npm ci --no-audit --no-fund --silent
+	touch $@
 
 # Debian packages the browser and compose tests use (installed only when missing).
 system-packages:
-	@scripts/install-system-packages.sh chromium:chromium docker-compose:docker-compose
+	@scripts/install-system-packages.sh chromium:chromium docker-compose:docker-compose npm:npm
 
 run: install
 	scripts/run-demo.sh
@@ -34,4 +39,4 @@ test: install-test
 	scripts/with-services.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) staticfiles var .pytest_cache
+	rm -rf $(VENV) staticfiles var .pytest_cache tests/axe/node_modules

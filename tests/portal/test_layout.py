@@ -30,8 +30,46 @@ def test_signed_in_users_see_who_they_are_and_can_sign_out(client):
     client.login(email=user.email, password=DEFAULT_PASSWORD)
     html = page(client)
     assert f"Signed in as <strong>{user.email}</strong>" in html
+    assert html.lower().count("signed in as") == 1, "the header says it; the page does not repeat it"
     assert reverse("account_logout") in html
     assert ">staff<" not in html
+
+
+def test_the_home_page_offers_a_signed_in_user_their_next_step(client):
+    from access.models import Application, Institution, Licence
+    from artifacts.models import Release
+
+    def next_step() -> str:
+        html = page(client)
+        return html[html.index('id="next-step-heading"'):html.index("</div>", html.index('id="next-step-heading"'))]
+
+    client.force_login(UserFactory(verified=False))
+    assert "Verify your e-mail address" in next_step()
+    user = UserFactory()
+    client.force_login(user)
+    assert reverse("access:apply") in next_step()
+    release = Release.objects.create(slug="opt-x", name="OPT x", licence=Licence.objects.create(slug="l", title="L"))
+    application = Application.objects.create(
+        user=user, release=release, status="needs_info", legal_name="Ada Lovelace", role="researcher",
+        country="GB", institution=Institution.objects.create(name="Example University"), intended_use="x" * 200)
+    step = next_step()
+    assert "Answer the reviewer" in step and reverse("access:application_detail", args=[application.pk]) in step
+    application.status = "in_review"
+    application.save()
+    assert "is in review" in next_step()
+
+
+def test_flash_messages_keep_their_list_semantics_and_the_menu_collapses_behind_a_button(client):
+    from access.models import ApiToken
+
+    user = UserFactory()
+    client.force_login(user)
+    client.post(reverse("access:tokens"), {"name": "laptop", "days": 30, "scopes": ["download"]})
+    client.post(reverse("access:token_revoke", args=[ApiToken.objects.get(user=user).pk]))
+    html = page(client, reverse("access:tokens"))
+    assert re.search(r'<div class="messages" role="status">\s*<ul><li class="message message-success">Token laptop revoked',
+                     html)
+    assert 'class="menu-toggle" aria-expanded="false" aria-controls="site-menu"' in html and 'id="site-menu"' in html
 
 
 def test_every_asset_is_served_by_the_portal_itself(client):
