@@ -119,15 +119,17 @@ class DecisionForm(forms.Form):
                              label="Reason (shown to the applicant)")
 
     def full_reason(self) -> str:
-        parts = [self.cleaned_data["template"].text] if self.cleaned_data.get("template") else []
-        if self.cleaned_data.get("reason", "").strip():
-            parts.append(self.cleaned_data["reason"].strip())
-        return "\n\n".join(parts)
+        """The words the applicant gets: the reason box, which the page fills with the chosen template's
+        text for the reviewer to edit; without the page's script, the template's text before the box's."""
+        template, reason = self.cleaned_data.get("template"), self.cleaned_data.get("reason", "").strip()
+        if template is None or template.text.strip() in reason:
+            return reason
+        return "\n\n".join(part for part in (template.text.strip(), reason) if part)
 
 
 class BulkDecisionForm(DecisionForm):
     ACTIONS = [("approve", "Approve"), ("reject", "Reject")]
-    action = forms.ChoiceField(choices=ACTIONS)
+    action = forms.ChoiceField(choices=ACTIONS, error_messages={"required": "Choose approve or reject."})
     applications = IdsField(queryset=Application.objects.all(), error_messages={
         "required": "Select at least one application."})
 

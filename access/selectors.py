@@ -91,6 +91,75 @@ def email_verified(*, user: User) -> bool:
     return EmailAddress.objects.filter(user=user, email__iexact=user.email, verified=True).exists()
 
 
+def applications_open_of(*, user: User) -> QuerySet[Application]:
+    """The user's open applications (draft, submitted, in review, waiting for their answer)."""
+    return applications_of(user=user).filter(status__in=Application.OPEN_STATUSES)
+
+
+def application_open_for(*, user: User, release: Release) -> Application | None:
+    """The user's open application for ``release`` (there is at most one), or None."""
+    return applications_open_of(user=user).filter(release=release).first()
+
+
+@dataclass(frozen=True)
+class ReleaseAccess:
+    """Where a visitor stands with a release, so that its page offers the next step and no other.
+
+    ``state``: ``signed_out``, ``unverified`` (verify the e-mail address first), ``licence`` (access
+    granted, a licence version to accept), ``approved`` (download), ``pending`` (``application``
+    is open) or ``apply``.
+    """
+
+    state: str
+    grant: Grant | None = None
+    application: Application | None = None
+    licence_to_accept: LicenceVersion | None = None
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """The one thing a signed-in user should do next, for the home page.
+
+    ``kind``: ``verify``, ``answer`` (a reviewer asked a question), ``submit`` (a draft),
+    ``licence`` (a new licence version to accept), ``download``, ``wait`` (an application under
+    review) or ``apply``.
+    """
+
+    kind: str
+    application: Application | None = None
+    grant: Grant | None = None
+    licence_to_accept: LicenceVersion | None = None
+
+
+def applicant_next_step(*, user: User) -> NextStep:
+    if not email_verified(user=user):
+        return NextStep("verify")
+    open_applications = list(applications_open_of(user=user))
+    for kind, status in (("answer", S.NEEDS_INFO), ("submit", S.DRAFT)):
+        if waiting := next((a for a in open_applications if a.status == status), None):
+            return NextStep(kind, application=waiting)
+    grant = grants_active_of(user=user).select_related("release").order_by("-expires_at").first()
+    if grant is not None:
+        to_accept = licence_acceptance_required(user=user, release=grant.release)
+        return NextStep("licence" if to_accept else "download", grant=grant, licence_to_accept=to_accept)
+    if open_applications:
+        return NextStep("wait", application=open_applications[0])
+    return NextStep("apply")
+
+
+def release_access_for(*, user: User, release: Release) -> ReleaseAccess:
+    if not user.is_authenticated:
+        return ReleaseAccess("signed_out")
+    grant = grant_active_for(user=user, release=release)
+    if grant is not None:
+        to_accept = licence_acceptance_required(user=user, release=release)
+        return ReleaseAccess("licence" if to_accept else "approved", grant=grant, licence_to_accept=to_accept)
+    application = application_open_for(user=user, release=release)
+    if application is not None:
+        return ReleaseAccess("pending", application=application)
+    return ReleaseAccess("apply" if email_verified(user=user) else "unverified")
+
+
 def blocking_signals(*, application: Application) -> list[VettingSignal]:
     """The signals that stop approval (shown to the applicant with their explanation)."""
     return list(application.signals.filter(blocking=True))
@@ -135,8 +204,15 @@ APPLICANT_TIMELINE = {
     "grant.revoke": "Access revoked",
     "grant.expire": "Access expired",
 }
-REVIEWER_TIMELINE = {**APPLICANT_TIMELINE, "application.vet": "Automated checks ran",
-                     "application.assign": "Assignment changed", "application.note": "Internal note added"}
+REVIEWER_TIMELINE = {  # the same steps, told of the applicant in the third person
+    **APPLICANT_TIMELINE,
+    "application.submit": "Submitted; the applicant was sent an acknowledgement",
+    "application.respond": "The applicant answered; back in the queue",
+    "application.reference": "The applicant's reference answered",
+    "application.vet": "Automated checks ran",
+    "application.assign": "Assignment changed",
+    "application.note": "Internal note added",
+}
 
 
 @dataclass(frozen=True)

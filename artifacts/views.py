@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -9,7 +11,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from access.http import client_ip
-from access.selectors import licence_acceptance_required
+from access.selectors import release_access_for
 from artifacts import selectors
 from artifacts.fast_path import DECISION_KEY
 from artifacts.markdown import render_markdown
@@ -34,9 +36,7 @@ def release_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "variants": selectors.variants_with_totals(release=release),
         "licence_version": licence_version,
         "licence_html": render_markdown(licence_version.text_markdown) if licence_version else "",
-        "grant": selectors.grant_active_for(user=request.user, release=release),
-        "licence_required": licence_acceptance_required(user=request.user, release=release)
-        if request.user.is_authenticated else None,
+        "access": release_access_for(user=request.user, release=release),
     })
 
 
@@ -47,17 +47,50 @@ def release_download(request: HttpRequest, slug: str) -> HttpResponse:
     release = selectors.release_get_public(slug=slug)
     if release is None:
         raise Http404("No such release.")
-    variants = list(release.variants.order_by("name"))
-    variant = next((v for v in variants if v.name == request.GET.get("variant")), variants[0] if variants else None)
+    variants, variant = _variants_and_chosen(request, release)
     context = {"release": release, "variants": variants, "variant": variant, "manifest": None, "refusal": ""}
     if variant is not None:
         try:
-            context["manifest"] = manifest_issue(
+            context["manifest"] = manifest = manifest_issue(
                 user=request.user, release=release, variant=variant, base_url=request.build_absolute_uri("/")[:-1]
             )
         except ManifestRefused as refusal:
             context["refusal"] = str(refusal)
+        else:
+            context["links_expire"] = datetime.datetime.fromisoformat(manifest["expires_at"])
+            context["sha256sums"] = sha256sums_text(manifest)
     return render(request, "artifacts/release_download.html", context)
+
+
+def _variants_and_chosen(request: HttpRequest, release) -> tuple[list, object]:
+    variants = selectors.variants_in_order(release=release)
+    chosen = next((v for v in variants if v.name == request.GET.get("variant")), variants[0] if variants else None)
+    return variants, chosen
+
+
+def sha256sums_text(manifest: dict) -> str:
+    """``sha256sum -c`` input for the manifest's files."""
+    return "".join(f"{file['sha256']}  {file['path']}\n" for file in manifest["files"] if file.get("sha256"))
+
+
+@never_cache
+@login_required
+def release_sha256sums(request: HttpRequest, slug: str) -> HttpResponse:
+    """The chosen variant's checksums as a ``SHA256SUMS`` file, on the same terms as its links."""
+    release = selectors.release_get_public(slug=slug)
+    if release is None:
+        raise Http404("No such release.")
+    _, variant = _variants_and_chosen(request, release)
+    if variant is None:
+        raise Http404("No files have been registered for this release yet.")
+    try:
+        manifest = manifest_issue(user=request.user, release=release, variant=variant,
+                                  base_url=request.build_absolute_uri("/")[:-1])
+    except ManifestRefused as refusal:
+        return HttpResponse(f"{refusal}\n", status=403, content_type="text/plain; charset=utf-8")
+    response = HttpResponse(sha256sums_text(manifest), content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="SHA256SUMS"'
+    return response
 
 
 @never_cache

@@ -6,9 +6,12 @@ from django.shortcuts import render
 from django.views import defaults
 from django.views.decorators.cache import never_cache
 
+from access.selectors import applicant_next_step
+
 
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "portal/home.html")
+    next_step = applicant_next_step(user=request.user) if request.user.is_authenticated else None
+    return render(request, "portal/home.html", {"next_step": next_step})
 
 
 @never_cache

@@ -18,6 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_countries import countries
 
+from access import selectors
 from access.audit import audit_record
 from access.errors import AccessError, TransitionError
 from access.models import (
@@ -27,7 +28,7 @@ from access.models import (
 from access.notifications import absolute_url, notify, notify_applicant
 from access.roles import is_reviewer
 from access.services.institutions import institution_resolve
-from access.services.licences import licence_accept
+from access.services.licences import licence_accept, signature_problems
 from access.validators import orcid_normalise, ror_normalise
 from artifacts.models import Release
 
@@ -102,6 +103,22 @@ def application_clean_fields(fields: dict) -> dict:
     return data
 
 
+def application_problems(*, fields: dict, submit: bool, accept_licence: bool, signature_name: str) -> dict[str, list[str]]:
+    """Every problem with an application form's fields, all at once and without saving anything:
+    the profile, and the licence signature when submitting (what ``application_create`` refuses)."""
+    problems: dict[str, list[str]] = {}
+    try:
+        application_clean_fields(fields)
+    except ValidationError as error:
+        problems.update(error.message_dict)
+    if submit:
+        expected = " ".join(str(fields.get("legal_name") or "").split())
+        for name, message in signature_problems(accepted=accept_licence, signature_name=signature_name,
+                                                expected_name=expected).items():
+            problems.setdefault(name, []).append(message)
+    return problems
+
+
 def _ensure_can_apply(user: User) -> None:
     if not EmailAddress.objects.filter(user=user, email__iexact=user.email, verified=True).exists():
         raise PermissionDenied("Verify your e-mail address before applying.")
@@ -109,7 +126,7 @@ def _ensure_can_apply(user: User) -> None:
 
 def _release_problem(*, user: User, release: Release, now) -> str | None:
     """Why this user may not apply for this release now, or None."""
-    if Application.objects.filter(user=user, release=release, status__in=Application.OPEN_STATUSES).exists():
+    if selectors.application_open_for(user=user, release=release) is not None:
         return f"You already have an open application for {release.name}."
     if Grant.objects.filter(user=user, release=release, revoked_at__isnull=True, expires_at__gt=now).exists():
         return f"You already have access to {release.name}."

@@ -25,10 +25,8 @@ def licence_version_publish(*, licence: Licence, text_markdown: str, by: User | 
     return version
 
 
-@transaction.atomic
-def licence_accept(*, user: User, licence_version: LicenceVersion, accepted: bool, signature_name: str,
-                   expected_name: str = "", ip_address: str | None = None, user_agent: str = "") -> LicenceAcceptance:
-    """Record a signature of exactly this text (by its sha256)."""
+def signature_problems(*, accepted: bool, signature_name: str, expected_name: str = "") -> dict[str, str]:
+    """What is wrong with a licence signature, by form field (empty when it may be recorded)."""
     errors = {}
     if not accepted:
         errors["accept_licence"] = "Tick the box to accept the licence."
@@ -37,8 +35,17 @@ def licence_accept(*, user: User, licence_version: LicenceVersion, accepted: boo
         errors["signature_name"] = "Type your full legal name as your signature."
     elif expected_name and signature.casefold() != " ".join(expected_name.split()).casefold():
         errors["signature_name"] = f"Type your full legal name exactly as given: {expected_name}."
+    return errors
+
+
+@transaction.atomic
+def licence_accept(*, user: User, licence_version: LicenceVersion, accepted: bool, signature_name: str,
+                   expected_name: str = "", ip_address: str | None = None, user_agent: str = "") -> LicenceAcceptance:
+    """Record a signature of exactly this text (by its sha256)."""
+    errors = signature_problems(accepted=accepted, signature_name=signature_name, expected_name=expected_name)
     if errors:
         raise ValidationError(errors)
+    signature = " ".join(signature_name.split())
     if licence_version.published_at is None:
         raise ValidationError({"accept_licence": "This licence version is not published."})
     acceptance = LicenceAcceptance.objects.create(

@@ -25,3 +25,11 @@ def human_duration(value: timedelta | None) -> str:
     if hours < 48:
         return f"about {round(hours)} hour{'s' if round(hours) != 1 else ''}"
     return f"about {round(hours / 24)} days"
+
+
+@register.filter
+def signal_label(code: str) -> str:
+    """A vetting signal's name in the words the queue's filter uses."""
+    from access.services.vetting import SIGNAL_LABELS
+
+    return SIGNAL_LABELS.get(code, code)

@@ -15,14 +15,17 @@ from access.errors import AccessError
 from access.forms import ApplicationForm, RespondForm, SignatureForm, TokenForm, add_service_errors
 from access.http import client_ip, user_agent, validation_errors
 from access.mfa import staff_mfa_problem
-from access.models import Application
+from access.models import INTENDED_USE_MAX_CHARS, Application
 from access.services.applications import (
-    application_create, application_respond, application_submit, application_withdraw,
+    PROFILE_FIELDS, application_create, application_problems, application_respond, application_submit,
+    application_withdraw,
 )
 from access.services.grants import grant_renew, grant_renewal_opens_at
 from access.services.licences import licence_accept
 from access.services.tokens import api_token_create, api_token_revoke
 from access.views.common import lookup_or_404, run_with_messages
+
+NEW_TOKEN_SESSION_KEY = "access.new_api_token"  # the raw token, shown once after the redirect
 
 
 def _initial_from_last_application(user) -> dict:
@@ -43,7 +46,9 @@ def apply(request):
                            initial={**_initial_from_last_application(request.user),
                                     "releases": releases.filter(slug=request.GET.get("release", ""))})
     status = 200
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST" and not form.is_valid():
+        _add_every_problem(form, request.POST)
+    elif request.method == "POST":
         data = dict(form.cleaned_data)
         chosen = list(data.pop("releases"))
         accept, signature = data.pop("accept_licence"), data.pop("signature_name")
@@ -72,9 +77,25 @@ def apply(request):
             licences.setdefault(version.pk, {"version": version, "releases": []})["releases"].append(release)
     return render(request, "access/apply.html", {
         "form": form, "licences": list(licences.values()),
+        "open_applications": list(selectors.applications_open_of(user=request.user)),
+        "intended_use_min": settings.ACCESS_INTENDED_USE_MIN_CHARS, "intended_use_max": INTENDED_USE_MAX_CHARS,
+        "asked_for": request.GET.get("release", ""),
         "institutions": selectors.institution_names(user=request.user),
         "email_verified": selectors.email_verified(user=request.user),
     }, status=status)
+
+
+def _add_every_problem(form: ApplicationForm, posted) -> None:
+    """Add the service's checks to a form that failed its own, so that one submit shows every mistake
+    (an invalid ORCID, a short description, a mismatched signature) and not only the missing fields."""
+    fields = {name: posted.get(name, "") for name in PROFILE_FIELDS}
+    problems = application_problems(fields=fields, submit="save_draft" not in posted,
+                                    accept_licence=bool(posted.get("accept_licence")),
+                                    signature_name=posted.get("signature_name", ""))
+    for name, messages_ in problems.items():
+        if name in form.fields and name not in form.errors:
+            for message in messages_:
+                form.add_error(name, message)
 
 
 @login_required
@@ -201,13 +222,14 @@ def grant_renew_view(request, pk: int):
 @never_cache  # a new token is shown once: no copy in any cache
 @login_required
 def tokens(request):
+    """Create and list tokens. A new token is shown once, after a redirect, so that reloading the
+    page never creates a second one."""
     form = TokenForm(request.POST or None, user=request.user)
-    new_token = None
     status = 200
     if request.method == "POST":
         if form.is_valid():
             try:
-                _, new_token = api_token_create(
+                _, raw = api_token_create(
                     user=request.user, name=form.cleaned_data["name"], days=form.cleaned_data["days"],
                     scopes=form.cleaned_data["scopes"],
                     created_with_mfa=request.user.is_staff and staff_mfa_problem(request) is None,
@@ -216,12 +238,13 @@ def tokens(request):
                 add_service_errors(form, validation_errors(error))
                 status = 400
             else:
-                form = TokenForm(user=request.user)
+                request.session[NEW_TOKEN_SESSION_KEY] = raw
+                return redirect("access:tokens")
         else:
             status = 400
     return render(request, "access/tokens.html", {
-        "form": form, "new_token": new_token, "tokens": selectors.api_tokens_of(user=request.user),
-        "max_days": settings.ACCESS_API_TOKEN_MAX_DAYS,
+        "form": form, "new_token": request.session.pop(NEW_TOKEN_SESSION_KEY, None) if status == 200 else None,
+        "tokens": selectors.api_tokens_of(user=request.user), "max_days": settings.ACCESS_API_TOKEN_MAX_DAYS,
     }, status=status)
 
 

@@ -31,6 +31,9 @@ from access.views.common import lookup_or_404, reviewer_required
 DECISIONS = {"approve": application_approve, "reject": application_reject, "request_info": application_request_info}
 
 
+DONE = {"approve": "approved", "reject": "rejected", "request_info": "sent back with your request for information"}
+
+
 def _queue_response(request, *, status: int = 200, bulk_form=None):
     filter_form = QueueFilterForm(request.GET)
     filters = filter_form.filters()
@@ -44,7 +47,8 @@ def _queue_response(request, *, status: int = 200, bulk_form=None):
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "access/review/queue.html", {
-        "page": page, "filters": filters, "filter_errors": filter_form.errors, "query": query.urlencode(),
+        "page": page, "filters": filters, "filtered": any(filters.values()), "filter_errors": filter_form.errors,
+        "query": query.urlencode(),
         "releases": selectors.releases_all(),
         "statuses": Application.Status.choices, "signals": SIGNAL_LABELS, "countries": list(countries),
         "bulk_form": bulk_form or BulkDecisionForm(), "reason_templates": ReasonTemplate.objects.filter(kind="reject"),
@@ -104,7 +108,7 @@ def review_decide(request, pk: int):
                           ip_address=client_ip(request))
     except (ValidationError, AccessError, PermissionDenied) as error:
         return _refused(request, application, error, "decision_form", form)
-    messages.success(request, f"Application #{pk}: {dict(DecisionForm.ACTIONS)[action].lower()} done.")
+    messages.success(request, f"Application #{pk} {DONE[action]}.")
     return redirect("access:review_queue")
 
 

@@ -85,7 +85,7 @@ def test_apply_get_approved_automatically_and_rejected_with_a_reason(live_server
         page.keyboard.type("Please apply with your institutional project page.")
         page.get_by_role("button", name="Record decision").click()
         page.wait_for_url("**/review/")
-        assert "reject done" in page.content()
+        assert f"Application #{manual.pk} rejected." in page.content()
 
         rejection = wait_for_mail(mail_dir, "Please apply with your institutional project page.")
         assert "grace@uni.example.edu" in rejection

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -51,6 +52,41 @@ def test_apply_form_shows_field_errors_and_answers_400(researcher_client, releas
     body = response.content.decode()
     assert "not a valid ORCID" in body and "at least 200 characters" in body
     assert not Application.objects.exists()
+
+
+def test_one_failed_submit_shows_every_mistake_in_a_summary_that_links_to_each_field(researcher_client, release):
+    """Missing required fields, a bad ORCID, a short description and a mismatched signature, all at once."""
+    response = researcher_client.post(reverse("access:apply"), form_data(
+        release, legal_name="Ada Lovelace", institution_name="", orcid="0000-0002-1825-0098",
+        intended_use="Too short.", signature_name="Someone Else"))
+    assert response.status_code == 400
+    body = response.content.decode()
+    summary = body[body.index('id="error-summary"'):body.index("</div>", body.index('id="error-summary"'))]
+    assert "There are 4 problems" in summary
+    for field, words in [("id_institution_name", "required"), ("id_orcid", "not a valid ORCID"),
+                         ("id_intended_use", "at least 200 characters"), ("id_signature_name", "exactly as given")]:
+        assert re.search(rf'<a href="#{field}">[^<]*{words}', summary), field
+    assert not Application.objects.exists()
+
+
+def test_the_apply_form_describes_fields_only_by_help_texts_that_exist_and_counts_characters(researcher_client,
+                                                                                             release):
+    body = researcher_client.get(reverse("access:apply")).content.decode()
+    described = re.findall(r'aria-describedby="([^"]+)"', body)
+    assert described, "no field is described: the check would not run"
+    for ids in described:
+        for id_ in ids.split():
+            assert f'id="{id_}"' in body, id_
+    assert 'data-counter="id_intended_use"' in body and 'data-min="200"' in body
+
+
+def test_applying_again_while_an_application_is_open_says_so_before_the_form(researcher_client, release):
+    researcher_client.post(reverse("access:apply"), form_data(release))
+    application = Application.objects.get()
+    body = researcher_client.get(reverse("access:apply") + f"?release={release.slug}").content.decode()
+    notice = body[:body.index('class="application-form"')]
+    assert f"You already have an open application for {release.name}" in notice
+    assert reverse("access:application_detail", args=[application.pk]) in notice
 
 
 def test_unverified_users_cannot_apply_through_the_form(client, release):
@@ -143,13 +179,17 @@ def test_renew_from_my_access(researcher_client, researcher, reviewer, release, 
     assert grant.expires_at > timezone.now() + timedelta(days=370)
 
 
-def test_tokens_are_shown_once_and_revocable(researcher_client, researcher):
-    response = researcher_client.post(reverse("access:tokens"), {"name": "laptop", "days": 30, "scopes": ["download"]})
+def test_tokens_are_shown_once_after_a_redirect_and_revocable(researcher_client, researcher):
+    url = reverse("access:tokens")
+    created = researcher_client.post(url, {"name": "laptop", "days": 30, "scopes": ["download"]})
+    assert created.status_code == 302 and created["Location"] == url, "a reload must not create a second token"
+    response = researcher_client.get(url)
     body = response.content.decode()
     token = ApiToken.objects.get(user=researcher)
-    assert "shown only once" in body and token.prefix in body
+    assert "shown only once" in body and token.prefix in body and 'data-copy="new-token"' in body
     assert "no-store" in response["Cache-Control"]
-    assert "shown only once" not in researcher_client.get(reverse("access:tokens")).content.decode()
+    assert "shown only once" not in researcher_client.get(url).content.decode()
+    assert ApiToken.objects.filter(user=researcher).count() == 1
     assert researcher_client.post(reverse("access:tokens"), {"name": "", "days": 9999}).status_code == 400
     researcher_client.post(reverse("access:token_revoke", args=[token.pk]))
     token.refresh_from_db()
@@ -164,7 +204,7 @@ def test_researchers_choose_download_or_inference_scopes_and_see_them_listed(res
     assert "Download: release manifests" in page and "Inference: the playground API" in page
     assert 'value="review"' not in page
     response = researcher_client.post(reverse("access:tokens"), {"name": "laptop", "days": 30,
-                                                                 "scopes": ["download", "inference"]})
+                                                                 "scopes": ["download", "inference"]}, follow=True)
     assert response.status_code == 200 and "download, inference" in response.content.decode()
     assert ApiToken.objects.get(user=researcher).scopes == ["download", "inference"]
     none = researcher_client.post(reverse("access:tokens"), {"name": "ci", "days": 30})
@@ -183,7 +223,8 @@ def test_staff_get_the_review_scope_only_after_confirming_their_code(client, rev
 
     client.logout()
     log_in_with_totp(client, reviewer)
-    response = client.post(reverse("access:tokens"), {"name": "review bot", "days": 30, "scopes": ["review"]})
+    response = client.post(reverse("access:tokens"), {"name": "review bot", "days": 30, "scopes": ["review"]},
+                           follow=True)
     assert response.status_code == 200 and "shown only once" in response.content.decode()
     token = ApiToken.objects.get(user=reviewer)
     assert token.scopes == ["review"] and token.created_with_mfa
@@ -280,6 +321,35 @@ def test_reviewer_decides_with_a_template_plus_free_text(reviewer_client, resear
     assert application.status == Application.Status.REJECTED
     assert template.text in application.decision_reason and "Product demos" in application.decision_reason
     assert "Product demos are commercial." in mail.outbox[-1].body
+
+
+def test_the_review_form_keeps_its_action_and_the_reason_box_holds_the_exact_words(reviewer_client, researcher,
+                                                                                  release, run_on_commit):
+    from access.models import ReasonTemplate
+
+    with run_on_commit():
+        application = apply(researcher, release)
+    url = reverse("access:review_decide", args=[application.pk])
+    refused = reviewer_client.post(url, {"action": "reject"}).content.decode()
+    assert 'value="reject" id="action-reject" checked' in refused and 'id="action-approve" checked' not in refused
+    template = ReasonTemplate.objects.get(title="Intended use out of scope")
+    detail = reviewer_client.get(reverse("access:review_detail", args=[application.pk])).content.decode()
+    assert f'data-kind="reject" data-text="{template.text[:20]}' in detail and 'data-fills="reason"' in detail
+    assert "the applicant was sent an acknowledgement" in detail and "sent you" not in detail  # third person
+    edited = template.text + "\n\nProduct demos are commercial."  # the box as the page filled and the reviewer edited it
+    response = reviewer_client.post(url, {"action": "reject", "template": template.pk, "reason": edited}, follow=True)
+    application.refresh_from_db()
+    assert application.decision_reason == edited, "the template's words are not added a second time"
+    assert f"Application #{application.pk} rejected." in response.content.decode()
+
+
+def test_an_empty_filtered_queue_says_nothing_matches_and_bulk_decisions_have_no_default(reviewer_client, release):
+    body = reviewer_client.get(reverse("access:review_queue"), {"country": "FR"}).content.decode()
+    assert "No applications match these filters" in body and "Nothing waiting" not in body
+    assert "Nothing waiting" in reviewer_client.get(reverse("access:review_queue")).content.decode()
+    assert '<select name="action"><option value="" selected>Choose…</option>' in body
+    refused = reviewer_client.post(reverse("access:review_bulk"), {"reason": ""})
+    assert refused.status_code == 400 and "Choose approve or reject." in refused.content.decode()
 
 
 def test_assignment_notes_and_revocation(reviewer_client, reviewer, researcher, release, run_on_commit):

@@ -20,7 +20,7 @@
   }
 
   function detailKeys(event) {
-    const choose = (action) => { const radio = document.getElementById("action-" + action); if (radio) { radio.checked = true; document.getElementById("reason").focus(); event.preventDefault(); } };
+    const choose = (action) => { const radio = document.getElementById("action-" + action); if (radio) { radio.checked = true; radio.dispatchEvent(new Event("change", { bubbles: true })); document.getElementById("reason").focus(); event.preventDefault(); } };
     if (event.key === "a") choose("approve");
     else if (event.key === "r") choose("reject");
     else if (event.key === "i") choose("request_info");
