@@ -29,6 +29,7 @@ def demo_access_seed(*, researcher_email: str, release_slug: str) -> Application
         return None
     [application] = application_create(
         user=researcher, releases=[release], submit=True, accept_licence=True, signature_name="Demo Researcher",
+        ip_address="127.0.0.1", user_agent="seed_demo (signed for the demo researcher on this machine)",
         fields={"legal_name": "Demo Researcher", "institution_name": DEMO_INSTITUTION, "role": "researcher",
                 "sector": "academia", "country": "GB", "intended_use": DEMO_INTENDED_USE},
     )

@@ -31,6 +31,13 @@ def variants_with_totals(*, release: Release) -> QuerySet[Variant]:
     ).order_by("name")
 
 
+def variants_in_order(*, release: Release) -> list[Variant]:
+    """The release's variants, the Hugging Face one (a ``config.json`` at its top) first as the default:
+    what ``from_pretrained`` and most researchers use."""
+    hub_format = set(release.variants.filter(files__path="config.json").values_list("pk", flat=True))
+    return sorted(release.variants.all(), key=lambda variant: (variant.pk not in hub_format, variant.name))
+
+
 def downloads_counted_since(*, user_id: int, variant_id: int) -> dict[int, int]:
     """Distinct downloads per file of a variant in the current limit window: one per (link, client
     address), as ``download_check`` counts them."""

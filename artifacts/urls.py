@@ -8,6 +8,7 @@ urlpatterns = [
     path("releases/", views.release_list, name="release_list"),
     path("releases/<slug:slug>/", views.release_detail, name="release_detail"),
     path("releases/<slug:slug>/download/", views.release_download, name="release_download"),
+    path("releases/<slug:slug>/download/SHA256SUMS", views.release_sha256sums, name="release_sha256sums"),
     path("dl/<str:token>", views.download, name="download"),
     path("api/v1/releases/", apis.ReleaseListApi.as_view(), name="api_release_list"),
     path("api/v1/releases/<slug:slug>/manifest", apis.ManifestApi.as_view(), name="api_manifest"),

@@ -43,15 +43,28 @@ def test_sign_up_sends_a_verification_link_and_login_waits_for_it(client, mailou
     assert response["Location"] == reverse("account_email_verification_sent")
     assert "_auth_user_id" not in client.session
 
+    assert "Hello from Gatehouse!" in mailoutbox[0].body, "the portal's name, not the host it was reached at"
     confirm_path = urlparse(link_in(mailoutbox[0].body, "/accounts/confirm-email/")).path
     assert client.get(confirm_path).status_code == 200
     client.post(confirm_path)
     assert EmailAddress.objects.get(user=user).verified
-
-    response = log_in(client, "new.researcher@uni.example.edu")
-    assert response.status_code == 302
-    assert int(client.session["_auth_user_id"]) == user.pk
+    assert int(client.session["_auth_user_id"]) == user.pk, "confirming in the browser that signed up signs in"
     assert "Signed in as" in client.get(reverse("home")).content.decode()
+
+
+def test_an_address_confirmed_in_another_browser_is_told_to_sign_in(client, mailoutbox,
+                                                                    django_capture_on_commit_callbacks):
+    from django.test import Client
+
+    sign_up(client, django_capture_on_commit_callbacks)
+    other = Client()
+    confirm_path = urlparse(link_in(mailoutbox[0].body, "/accounts/confirm-email/")).path
+    response = other.post(confirm_path, follow=True)
+    assert "_auth_user_id" not in other.session
+    assert "new.researcher@uni.example.edu is verified: sign in to apply for access." in response.content.decode()
+
+    response = log_in(other, "new.researcher@uni.example.edu")
+    assert response.status_code == 302 and "_auth_user_id" in other.session
 
 
 def test_sign_up_rejects_a_weak_password_with_a_field_error(client, django_capture_on_commit_callbacks):

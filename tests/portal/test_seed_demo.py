@@ -24,6 +24,7 @@ def test_seed_demo_prints_working_logins_and_leaves_an_application_for_review(se
         assert users.get(email=email).check_password(password)
     application = Application.objects.get(user__email="researcher@gatehouse.example")
     assert application.release.slug == "opt-demo" and application.status != "draft"
+    assert application.licence_acceptance.ip_address == "127.0.0.1", "the seeded signature has an address"
 
     call_command("seed_demo")  # again: new passwords, no second application
     new_logins = dict(re.findall(r"e-mail:\s+(\S+)\s+password:\s+(\S+)", capsys.readouterr().out))
