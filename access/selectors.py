@@ -160,6 +160,13 @@ def release_access_for(*, user: User, release: Release) -> ReleaseAccess:
     return ReleaseAccess("apply" if email_verified(user=user) else "unverified")
 
 
+def signals_needing_a_person(*, application: Application) -> list[VettingSignal]:
+    """The checks that kept an application from automatic approval without stopping it: a reviewer decides."""
+    if application.release.approval_policy != Release.ApprovalPolicy.AUTOMATIC:
+        return []
+    return list(application.signals.exclude(level="green").filter(blocking=False))
+
+
 def blocking_signals(*, application: Application) -> list[VettingSignal]:
     """The signals that stop approval (shown to the applicant with their explanation)."""
     return list(application.signals.filter(blocking=True))

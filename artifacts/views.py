@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -12,6 +13,7 @@ from django.views.decorators.http import require_GET
 
 from access.http import client_ip
 from access.selectors import release_access_for
+from access.services.vetting import SIGNAL_PROMISES
 from artifacts import selectors
 from artifacts.fast_path import DECISION_KEY
 from artifacts.markdown import render_markdown
@@ -37,6 +39,8 @@ def release_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "licence_version": licence_version,
         "licence_html": render_markdown(licence_version.text_markdown) if licence_version else "",
         "access": release_access_for(user=request.user, release=release),
+        "automatic_checks": SIGNAL_PROMISES.values(),
+        "review_sla_days": settings.ACCESS_REVIEW_SLA_WORKING_DAYS,
     })
 
 

@@ -411,7 +411,9 @@ def application_approve(*, application: Application, by: User | None, reason: st
     audit_record(actor=by, action="grant.create", target=grant, ip_address=ip_address,
                  after={"user": application.user_id, "release": application.release.slug,
                         "expires_at": grant.expires_at.isoformat(), "application": application.pk})
-    notify_applicant(application=application, template="approved", grant=grant)
+    notify_applicant(application=application, template="approved", grant=grant,
+                     download_url=absolute_url("artifacts:release_download", application.release.slug),
+                     playground_url=absolute_url("inference_worker:playground"))
     return application
 
 

@@ -29,6 +29,18 @@ SIGNAL_LABELS = {
     "revoked_access": "Revoked access",
     "staff_applicant": "Staff applicant",
 }
+# What each check asks of an applicant, in the words a release page promises automatic approval with.
+SIGNAL_PROMISES = {
+    "email_verified": "your e-mail address is verified",
+    "email_domain": "it belongs to your institution (a known research domain)",
+    "disposable_email": "it is not a disposable address",
+    "embargo": "you work outside the embargoed countries",
+    "duplicates": "no other account of yours has applied for the release",
+    "earlier_rejections": "no earlier application of yours was rejected",
+    "reference": "students: your supervisor or reference confirmed your project",
+    "revoked_access": "you have never had access revoked",
+    "staff_applicant": "you are not a member of staff (staff always need another reviewer)",
+}
 
 
 @dataclass(frozen=True)

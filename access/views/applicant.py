@@ -118,6 +118,8 @@ def _detail_response(request, application: Application, *, status: int = 200, **
         "queue_position": selectors.queue_position(application=application),
         "expected_wait": selectors.median_time_to_decision(release=application.release),
         "blocking": selectors.blocking_signals(application=application),
+        "needs_a_person": selectors.signals_needing_a_person(application=application)
+        if application.status in Application.OPEN_STATUSES else [],
         "respond_form": RespondForm(),
         "submit_form": SignatureForm(),
         "licence": application.release.licence.current_version(),

@@ -86,6 +86,8 @@ def test_every_transition_of_the_state_machine(researcher, reviewer, release, ru
     subjects = " | ".join(message.subject for message in mail.outbox)
     for expected in ["We received", "A reviewer is looking", "Information needed", "back in the queue", "Approved"]:
         assert expected in subjects
+    approval = next(message.body for message in mail.outbox if message.subject.endswith(f"access to {release.name}"))
+    assert f"/releases/{release.slug}/download/" in approval and "/playground/" in approval
 
     with pytest.raises(TransitionError):
         application_withdraw(application=application, by=researcher)

@@ -210,3 +210,18 @@ def test_the_reference_e_mail_carries_only_a_bounded_summary_of_the_applicant_s_
     assert "phish.example" not in request.body
     summary = request.body.split("the link):", 1)[1].split("Please confirm", 1)[0].strip()
     assert len(summary) <= 300
+
+
+def test_automatic_approval_says_which_checks_must_pass_and_who_decides_when_one_does_not(client, open_release,
+                                                                                       run_on_commit):
+    from django.urls import reverse
+
+    page = client.get(reverse("artifacts:release_detail", args=[open_release.slug])).content.decode()
+    assert "approved within minutes when every check passes" in page
+    assert "it is not a disposable address" in page and "working days" in page
+    outsider = UserFactory(email="ada@gmail.com")
+    application = submitted(outsider, open_release, run_on_commit, orcid="", legal_name="Ada Other")
+    assert application.status == Application.Status.SUBMITTED
+    client.force_login(outsider)
+    status = client.get(reverse("access:application_detail", args=[application.pk])).content.decode()
+    assert "<strong>E-mail domain</strong>" in status and "needs a person, so a reviewer decides" in status
