@@ -1,8 +1,11 @@
 """django-allauth hooks: e-mail goes through Celery after the transaction commits."""
 
+import time
 from urllib.parse import urlsplit
 
+from allauth.account import app_settings as account_settings
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.account.authentication import get_authentication_records
 from allauth.core import context
 from django.conf import settings
 from django.contrib import messages
@@ -31,6 +34,21 @@ class AccountAdapter(DefaultAccountAdapter):
         if not self.request.user.is_authenticated:
             messages.success(self.request, f"{email_address.email} is verified: sign in to apply for access.")
         return super().get_email_verification_redirect_url(email_address)
+
+    def is_reauthentication_required(self, *, app: str, **kwargs) -> bool:
+        """For setting up an authenticator app (which only adds protection), a password typed at sign-in
+        minutes ago counts as typed again: staff are not asked for it twice in a row. Removing one, and
+        every other sensitive change, still asks."""
+        if not super().is_reauthentication_required(app=app, **kwargs):
+            return False
+        request = self.request
+        match = getattr(request, "resolver_match", None)
+        if not request.user.is_authenticated or match is None or match.url_name != "mfa_activate_totp":
+            return True
+        recent = [record for record in get_authentication_records(request, request.user)
+                  if record.get("method") == "password"
+                  and time.time() - record.get("at", 0) < account_settings.REAUTHENTICATION_TIMEOUT]
+        return not recent
 
     def get_client_ip(self, request) -> str:
         """allauth's rate limits and session records count the address the rest of the portal sees."""

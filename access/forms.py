@@ -1,5 +1,8 @@
 """HTML forms of the access app: field formats only; the rules live in the services."""
 
+from allauth.account.forms import LoginForm as AllauthLoginForm
+from allauth.mfa.totp.forms import ActivateTOTPForm as AllauthActivateTOTPForm
+from allauth.mfa.totp.internal import auth as totp_auth
 from allauth.account.forms import SignupForm as AllauthSignupForm
 from django import forms
 from django.conf import settings
@@ -36,12 +39,37 @@ class IdsField(forms.ModelMultipleChoiceField):
 class SignupForm(AllauthSignupForm):
     """allauth's sign-up, doing the same work whether or not the address is already registered."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["email"].label = "E-mail address"
+        self.fields["password2"].label = "Password again"
+
     def try_save(self, request):
         if self.account_already_exists:
             # A new account's password is hashed (Argon2, most of the answer's time): hash this one
             # too, so the answer's timing does not tell which addresses have an account.
             make_password(self.cleaned_data.get("password1"))
         return super().try_save(request)
+
+
+class LoginForm(AllauthLoginForm):
+    """allauth's sign-in in the portal's words."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["login"].label = "E-mail address"
+        if "remember" in self.fields:
+            self.fields["remember"].label = "Keep me signed in on this computer"
+
+
+class ActivateTOTPForm(AllauthActivateTOTPForm):
+    """allauth's activation, with one secret per session until it is activated (allauth makes a new one on
+    every page load, so a reload between scanning and typing the code would break the set-up)."""
+
+    def __init__(self, *args, **kwargs):
+        self.user = kwargs.pop("user")
+        forms.Form.__init__(self, *args, **kwargs)
+        self.secret = totp_auth.get_totp_secret(regenerate=False)  # allauth clears it on activation
 
 
 def add_service_errors(form: forms.Form, errors: dict[str, list[str]]) -> None:

@@ -9,6 +9,7 @@ from django.utils.http import urlencode
 
 from access.mfa import staff_mfa_problem
 
+AFTER_MFA_SETUP_SESSION_KEY = "after_mfa_setup"  # where a staff member was going before setting up TOTP
 STAFF_MESSAGES = {
     "setup": "Staff accounts must set up two-factor authentication before using review or admin functions.",
     "verify": "Confirm your two-factor code to use review or admin functions.",
@@ -39,5 +40,6 @@ class StaffMFARequiredMiddleware:
             return JsonResponse({"detail": STAFF_MESSAGES[problem], "code": f"mfa_{problem}"}, status=403)
         messages.warning(request, STAFF_MESSAGES[problem])
         if problem == "setup":
+            request.session[AFTER_MFA_SETUP_SESSION_KEY] = request.get_full_path()  # offered once set up
             return redirect(reverse("mfa_activate_totp"))
         return redirect(reverse("mfa_reauthenticate") + "?" + urlencode({"next": request.get_full_path()}))

@@ -192,11 +192,12 @@ ACCOUNT_PREVENT_ENUMERATION = True
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Gatehouse] "
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if HTTPS else "http"
 ACCOUNT_ADAPTER = "access.adapters.AccountAdapter"
-ACCOUNT_FORMS = {"signup": "access.forms.SignupForm"}
+ACCOUNT_FORMS = {"signup": "access.forms.SignupForm", "login": "access.forms.LoginForm"}
 ACCOUNT_RATE_LIMITS = {
     "login_failed": os.environ.get("LOGIN_FAILED_RATE_LIMIT", "10/m/ip,5/5m/key"),
 }
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_FORMS = {"activate_totp": "access.forms.ActivateTOTPForm"}
 MFA_TOTP_ISSUER = os.environ.get("MFA_TOTP_ISSUER", "Gatehouse")
 MFA_ADAPTER = "allauth.mfa.adapter.DefaultMFAAdapter"
 

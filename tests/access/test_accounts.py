@@ -73,8 +73,15 @@ def test_sign_up_rejects_a_weak_password_with_a_field_error(client, django_captu
             reverse("account_signup"), {"email": "x@uni.example.edu", "password1": "12345678", "password2": "12345678"}
         )
     assert response.status_code == 200
-    assert "This password is too short" in response.content.decode()
+    page = response.content.decode()
+    assert "This password is too short" in page
     assert not get_user_model().objects.filter(email="x@uni.example.edu").exists()
+    # the error sits with the password field (after its input, before the next label), and in the summary
+    assert page.index('id="id_password1"') < page.index("This password is too short", page.index('id="id_password1"'))
+    assert page.index('id="id_password1_error"') < page.index('for="id_password2"')
+    assert page.index('for="id_email"') < page.index('for="id_password1"') < page.index('id="id_password1_error"')
+    assert 'id="error-summary"' in page and '<a href="#id_password1">' in page
+    assert "<h1>Sign up</h1>" in page and "E-mail address" in page
 
 
 def test_e_mail_addresses_are_unique_whatever_their_case(client, mailoutbox, django_capture_on_commit_callbacks):

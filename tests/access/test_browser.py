@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 def sign_in(page, base_url: str, email: str) -> None:
     page.goto(f"{base_url}/accounts/login/")
-    page.get_by_label("Email:").fill(email)
+    page.get_by_label("E-mail address").fill(email)
     page.get_by_label("Password:").fill(DEFAULT_PASSWORD)
     page.get_by_role("button", name="Sign In").click()
     page.wait_for_load_state()

@@ -44,20 +44,36 @@ def test_staff_api_calls_without_two_factor_get_a_403_that_says_why(client, staf
     assert response.json()["code"] == "mfa_setup"
 
 
-def test_staff_reach_admin_after_setting_up_and_confirming_a_code(client, staff):
+@pytest.mark.django_db(transaction=True)  # allauth announces the activation on commit, within the request
+def test_staff_set_up_with_one_password_and_one_code_and_go_on_where_they_were_going(client, staff):
     log_in(client, staff)
-    secret = activate_totp(client)
+    assert client.get("/review/")["Location"] == reverse("mfa_activate_totp")
+    page = client.get(reverse("mfa_activate_totp"))
+    assert page.status_code == 200, "the password typed at sign-in a moment ago is not asked for again"
+    secret = client.session[SECRET_SESSION_KEY]
+    assert f'<code class="token" id="totp-secret">{secret}</code>' in page.content.decode()
+    assert 'data-copy="totp-secret"' in page.content.decode()
+    client.get(reverse("mfa_activate_totp"))
+    assert client.session[SECRET_SESSION_KEY] == secret, "a reload keeps the secret the app has scanned"
+
+    response = client.post(reverse("mfa_activate_totp"), {"code": totp_code(secret)})
+    assert response.status_code == 302
     assert Authenticator.objects.filter(user=staff, type=Authenticator.Type.TOTP).exists()
-
-    # Setting up a device is not proof of having it in this session: confirm a code.
-    response = client.get("/admin/")
-    assert response.status_code == 302
-    assert response["Location"].startswith(reverse("mfa_reauthenticate"))
-    response = client.post(response["Location"], {"code": totp_code(secret, steps_ahead=1)})
-    assert response.status_code == 302
-    assert response["Location"] == "/admin/"
-
+    codes = client.get(response["Location"], follow=True).content.decode()
+    assert 'href="/review/">I have saved my codes: continue to /review/' in codes
+    # The code that activated the app proved it in this session: no second code.
+    assert client.get("/review/").status_code == 200
     assert client.get("/admin/").status_code == 200
+
+
+def test_a_sign_in_long_ago_still_asks_for_the_password_before_setting_up(client, staff, monkeypatch):
+    import time
+
+    log_in(client, staff)
+    later = time.time() + 301
+    monkeypatch.setattr(time, "time", lambda: later)
+    response = client.get(reverse("mfa_activate_totp"))
+    assert response.status_code == 302 and response["Location"].startswith(reverse("account_reauthenticate"))
 
 
 def test_staff_login_with_two_factor_asks_for_the_code_then_opens_admin(client, staff):

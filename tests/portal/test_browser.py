@@ -14,9 +14,9 @@ def test_sign_up_verify_and_sign_in_in_a_browser(live_server, tmp_path):
     mail_dir = tmp_path / "mail"
     with tasks_sent_to_the_broker(), celery_worker(mail_dir, tmp_path / "worker.log"), chromium_page() as page:
         page.goto(f"{live_server.url}/accounts/signup/")
-        page.get_by_label("Email:").fill("grace@uni.example.edu")
+        page.get_by_label("E-mail address").fill("grace@uni.example.edu")
         page.get_by_label("Password:", exact=True).fill(DEFAULT_PASSWORD)
-        page.get_by_label("Password (again):").fill(DEFAULT_PASSWORD)
+        page.get_by_label("Password again").fill(DEFAULT_PASSWORD)
         page.get_by_role("button", name="Sign Up").click()
         page.wait_for_load_state()
         assert "Verify Your Email Address" in page.content()

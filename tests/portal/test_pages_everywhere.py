@@ -56,8 +56,8 @@ def journey(tmp_path):
 
 def sign_in(page, base_url: str, email: str, totp_secret: str | None = None) -> None:
     page.goto(f"{base_url}/accounts/login/")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
+    page.get_by_label("E-mail address").fill(email)
+    page.get_by_label("Password:", exact=True).fill(DEFAULT_PASSWORD)
     page.locator("main").get_by_role("button", name="Sign in").click()
     page.wait_for_load_state()
     if totp_secret:
