@@ -40,8 +40,18 @@ def release_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "licence_html": render_markdown(licence_version.text_markdown) if licence_version else "",
         "access": release_access_for(user=request.user, release=release),
         "automatic_checks": SIGNAL_PROMISES.values(),
+        "bibtex": release_bibtex(release, licence_version, page=request.build_absolute_uri()),
         "review_sla_days": settings.ACCESS_REVIEW_SLA_WORKING_DAYS,
     })
+
+
+def release_bibtex(release, licence_version, *, page: str) -> str:
+    """A BibTeX entry for the release (its page, version and licence), for researchers' papers."""
+    key = "".join(ch if ch.isalnum() else "_" for ch in f"gatehouse_{release.slug}")
+    licence = f"{release.licence.title}, version {licence_version.number}" if licence_version else release.licence.title
+    return (f"@misc{{{key},\n  title        = {{{{{release.name}}}}},\n"
+            f"  note         = {{{release.family} {release.version}; released under {licence}}},\n"
+            f"  howpublished = {{\\url{{{page}}}}},\n  year         = {{{release.created_at:%Y}}}\n}}\n")
 
 
 @never_cache  # personal signed links

@@ -39,6 +39,13 @@ def test_demo_release_has_three_verified_variants_that_the_engine_loads_alike(lo
     assert len({str(tokens) for tokens in outputs.values()}) == 1, outputs
     assert len(outputs["hf-safetensors"][0]) >= 1
 
+    from django.test import Client
+
+    from tests.artifacts.test_views import headings
+
+    page = headings(Client().get("/releases/opt-demo/").content.decode())
+    assert len(page) == len(set(page)), f"duplicate headings on the demo release's page: {page}"
+
     call_command("make_demo_release")
     assert "already registered and verified" in capsys.readouterr().out
 

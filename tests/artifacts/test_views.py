@@ -129,3 +129,16 @@ def test_a_manifest_opened_in_a_browser_is_json_not_a_developer_page(client, use
     browser = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"  # chromium's
     response = client.get("/api/v1/releases/opt-test/manifest", HTTP_ACCEPT=browser)
     assert response.status_code == 200 and response["Content-Type"].startswith("application/json")
+
+
+def headings(html: str) -> list[str]:
+    return [re.sub(r"\s+", " ", re.sub("<[^>]+>", "", h)).strip()
+            for h in re.findall(r"<h[1-6][^>]*>(.*?)</h[1-6]>", html, re.S)]
+
+
+def test_the_release_page_has_one_of_each_heading_a_citation_and_the_licence_by_the_access_box(client, release):
+    html = client.get("/releases/opt-test/").content.decode()
+    assert len(headings(html)) == len(set(headings(html))), headings(html)
+    assert "@misc{gatehouse_opt_test," in html and "\\url{http://testserver/releases/opt-test/}" in html
+    assert 'data-copy="bibtex"' in html
+    assert html.index('id="access-heading"') < html.index('id="licence-heading"') < html.index('id="variants-heading"')

@@ -442,7 +442,7 @@ def test_the_workers_page_lists_live_workers(reviewer_client, release):
     heartbeat(release, "gpu-b:202:opt", draining=True)
     page = html(reviewer_client.get(reverse("inference_worker:workers")))
     assert "<code>gpu-a:101:opt</code>" in page and "<code>gpu-b:202:opt</code>" in page
-    assert "serving" in page and "draining" in page and "41.5" in page and "12345" in page
+    assert "Serving" in page and "Draining" in page and "41.5" in page and "12345" in page
     assert "No live workers." not in page
 
 

@@ -32,7 +32,7 @@ def test_signed_in_users_see_who_they_are_and_can_sign_out(client):
     assert f"Signed in as <strong>{user.email}</strong>" in html
     assert html.lower().count("signed in as") == 1, "the header says it; the page does not repeat it"
     assert reverse("account_logout") in html
-    assert ">staff<" not in html
+    assert ">Staff<" not in html
 
 
 def test_the_home_page_offers_a_signed_in_user_their_next_step(client):
