@@ -106,6 +106,10 @@ class ApplicationForm(LicenceSignatureMixin):
                                       help_text="Required for students: we e-mail them to confirm your project.")
     supervisor_email = forms.EmailField(max_length=254, required=False, label="Supervisor / reference e-mail")
 
+    field_order = ["releases", "legal_name", "institution_name", "institution_ror_id", "role", "sector", "country",
+                   "orcid", "publications", "intended_use", "supervisor_name", "supervisor_email", "accept_licence",
+                   "signature_name"]  # as the page shows them, so that the error summary reads in page order
+
     def __init__(self, *args, releases, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["releases"].queryset = releases

@@ -151,3 +151,36 @@ def test_the_phone_menu_opens_and_closes(journey, live_server):
             assert not releases.is_visible()
         finally:
             browser.close()
+
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def test_the_readme_screenshots_show_the_journey(journey, live_server, tmp_path):
+    """The README's screenshots, taken here: GATEHOUSE_UPDATE_SCREENSHOTS=1 writes them to docs/screenshots/."""
+    import os
+
+    out = SCREENSHOTS if os.environ.get("GATEHOUSE_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    out.mkdir(parents=True, exist_ok=True)
+    slug = journey["release"].slug
+    shots = {
+        "researcher": [("release-page.png", f"/releases/{slug}/", None),
+                       ("apply-errors.png", "/apply/", lambda page: page.get_by_role("button", name="Submit application").click()),
+                       ("downloads.png", f"/releases/{slug}/download/", None)],
+        "reviewer": [("review-queue.png", "/review/", None)],
+    }
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for role, pages in shots.items():
+                page = browser.new_context(viewport=DESKTOP).new_page()
+                sign_in(page, live_server.url, journey[role].email, journey["secret"] if role == "reviewer" else None)
+                for name, path, action in pages:
+                    page.goto(f"{live_server.url}{path}")
+                    if action:
+                        action(page)
+                        page.wait_for_load_state()
+                    page.screenshot(path=str(out / name))
+                    assert (out / name).stat().st_size > 10_000, name
+        finally:
+            browser.close()
