@@ -252,6 +252,8 @@ S3_ACCESS_KEY_ID = os.environ.get("S3_ACCESS_KEY_ID", "")
 S3_SECRET_ACCESS_KEY = os.environ.get("S3_SECRET_ACCESS_KEY", "")
 
 LANGUAGE_CODE = "en-gb"
+# allauth's English in the portal's voice ("e-mail", sentence case): scripts/make-en-gb-messages.py
+LOCALE_PATHS = [BASE_DIR / "portal" / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

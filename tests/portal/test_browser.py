@@ -19,7 +19,7 @@ def test_sign_up_verify_and_sign_in_in_a_browser(live_server, tmp_path):
         page.get_by_label("Password again").fill(DEFAULT_PASSWORD)
         page.get_by_role("button", name="Sign Up").click()
         page.wait_for_load_state()
-        assert "Verify Your Email Address" in page.content()
+        assert "Verify your e-mail address" in page.content()
 
         mail = wait_for_mail(mail_dir, "grace@uni.example.edu")
         link = re.search(r"(http://\S+/accounts/confirm-email/\S+)", mail).group(1)
