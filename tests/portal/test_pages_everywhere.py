@@ -3,6 +3,7 @@ the screen and the menu is behind a button; on a phone and on a desktop (1280 x 
 no serious or critical accessibility violation."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -182,5 +183,53 @@ def test_the_readme_screenshots_show_the_journey(journey, live_server, tmp_path)
                         page.wait_for_load_state()
                     page.screenshot(path=str(out / name))
                     assert (out / name).stat().st_size > 10_000, name
+        finally:
+            browser.close()
+
+
+def test_errors_states_and_helpers_work_in_the_browser(journey, live_server):
+    """The error summary takes the focus, the counter counts, the release page shows each visitor their
+    state, and a reviewer's reason template fills the reason box with only its action's templates offered."""
+    slug = journey["release"].slug
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            visitor = browser.new_context(viewport=DESKTOP).new_page()
+            visitor.goto(f"{live_server.url}/releases/{slug}/")
+            assert visitor.locator("section.access-box").get_by_role("link", name="Create an account").is_visible()
+
+            page = browser.new_context(viewport=DESKTOP).new_page()
+            sign_in(page, live_server.url, journey["researcher"].email)
+            page.goto(f"{live_server.url}/releases/{slug}/")
+            box = page.locator("section.access-box")
+            assert box.get_by_role("link", name="Download the weights").is_visible()
+            assert box.get_by_role("link", name="Apply").count() == 0
+
+            page.goto(f"{live_server.url}/apply/")
+            page.get_by_label("Intended research use").fill("Too short")
+            assert "9 characters: 191 more needed" in page.locator(".char-counter").inner_text()
+            page.get_by_label("ORCID iD (optional)").fill("0000-0002-1825-0098")
+            page.get_by_role("button", name="Submit application").click()
+            page.wait_for_load_state()
+            summary = page.locator("#error-summary")
+            assert summary.is_visible()
+            assert page.evaluate("document.activeElement.id") == "error-summary"
+            assert summary.get_by_role("link", name=re.compile("not a valid ORCID")).is_visible()
+            summary.get_by_role("link", name=re.compile("at least 200 characters")).click()
+            assert page.evaluate("location.hash") == "#id_intended_use"
+
+            reviewer = browser.new_context(viewport=DESKTOP).new_page()
+            sign_in(reviewer, live_server.url, journey["reviewer"].email, journey["secret"])
+            reviewer.goto(f"{live_server.url}/review/applications/{journey['asked'].pk}/")
+            offered = "options => options.filter(o => !o.hidden).map(o => o.dataset.kind)"
+            reviewer.get_by_role("radio", name="Reject").check()
+            assert set(reviewer.eval_on_selector_all("#reason-template option[data-kind]", offered)) == {"reject"}
+            reviewer.get_by_role("radio", name="Request information").check()
+            assert set(reviewer.eval_on_selector_all("#reason-template option[data-kind]", offered)) == {
+                "request_info"}
+            reviewer.get_by_role("radio", name="Reject").check()
+            first = reviewer.locator('#reason-template option[data-kind="reject"]').first
+            reviewer.locator("#reason-template").select_option(first.get_attribute("value"))
+            assert reviewer.locator("#reason").input_value() == first.get_attribute("data-text")
         finally:
             browser.close()
