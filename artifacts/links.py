@@ -12,6 +12,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core import signing
 from django.utils.encoding import force_bytes
 
@@ -64,6 +65,15 @@ def link_tokens_make(*, user_id: int, grant_id: int, generation: int, file_ids: 
         signer.sign_object({"u": user_id, "f": file_id, "g": grant_id, "n": generation, "l": secrets.token_hex(8)})
         for file_id in file_ids
     ]
+
+
+def link_token_for_the_day(*, user_id: int, grant_id: int, generation: int, file_id: int, day: str) -> str:
+    """A token whose link id is the same all ``day`` for this user, file and grant generation: the Hub
+    endpoint issues one on every request, and a client's retries and resumes must stay one download."""
+    digest = hmac.new(force_bytes(settings.SECRET_KEY), force_bytes(f"{SALT}:hub:{user_id}:{file_id}:{grant_id}:"
+                                                                    f"{generation}:{day}"), hashlib.sha256)
+    return _signer().sign_object({"u": user_id, "f": file_id, "g": grant_id, "n": generation,
+                                  "l": digest.hexdigest()[:16]})
 
 
 def link_token_read(token: str, *, max_age: int) -> LinkClaims:

@@ -112,12 +112,22 @@ def release_sha256sums(request: HttpRequest, slug: str) -> HttpResponse:
 def download(request: HttpRequest, token: str) -> HttpResponse:
     """Redirect to storage, stream, or explain the refusal. Under WSGI the fast path
     (``artifacts.fast_path``) has usually decided already and only hands over what is not a redirect."""
-    decision = request.META.get(DECISION_KEY) or download_authorize(
+    return decision_response(request, request.META.get(DECISION_KEY) or link_use(request, token))
+
+
+def link_use(request: HttpRequest, token: str) -> Decision:
+    """Use the link ``token`` for this request (its Range included): what ``/dl/`` and the Hub's
+    ``resolve`` do, so both count, limit and serve downloads by the one rule."""
+    return download_authorize(
         token=token,
         range_header=request.headers.get("Range", ""),
         ip=client_ip(request),
         user_agent=request.headers.get("User-Agent", ""),
     )
+
+
+def decision_response(request: HttpRequest, decision: Decision) -> HttpResponse:
+    """A redirect to storage, the bytes, or the refusal explained."""
     if decision.status == 302:
         return redirect(decision.redirect_url)
     if decision.status in (200, 206):

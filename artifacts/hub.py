@@ -1,0 +1,110 @@
+"""Releases as Hugging Face Hub model repositories, for ``huggingface_hub`` and ``from_pretrained``.
+
+A release's slug is the repository id (also under the ``gatehouse/`` namespace); revision ``main``
+is its Hugging Face variant, every variant is also a revision by its name, and each variant's commit
+id is a digest of its registered files (stable while they are, new when they change). Access is the
+download rule itself: an active grant with the current licence accepted, files that passed their
+integrity check, and every file fetched through a ``/dl/`` link, counted and limited as any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from django.utils import timezone
+
+from access.models import User
+from access.selectors import grant_active_for
+from artifacts import selectors
+from artifacts.links import link_token_for_the_day
+from artifacts.models import ArtifactFile, Release, Variant
+from artifacts.services.downloads import licence_blocker
+
+NAMESPACE = "gatehouse"
+MAIN = "main"
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+class HubRefused(Exception):
+    """Why a Hub request is refused: its HTTP status, the client's error code and a message."""
+
+    def __init__(self, status: int, code: str, message: str, *, commit: str = ""):
+        super().__init__(message)
+        self.status, self.code, self.message, self.commit = status, code, message, commit
+
+
+@dataclass(frozen=True)
+class HubRevision:
+    release: Release
+    variant: Variant
+    commit: str
+    files: list[ArtifactFile]  # every registered file, in path order
+
+
+def release_slug(repo_id: str) -> str:
+    """``opt-demo`` or ``gatehouse/opt-demo`` -> ``opt-demo``."""
+    return repo_id.removeprefix(f"{NAMESPACE}/")
+
+
+def variant_commit(files: list[ArtifactFile]) -> str:
+    """A 40-hex commit id for a variant's registered contents (each file's path, size and sha256)."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    for file in sorted(files, key=lambda f: f.path):
+        digest.update(f"{file.path}\0{file.size}\0{file.sha256}\n".encode())
+    return digest.hexdigest()
+
+
+def hub_revision(*, repo_id: str, revision: str) -> HubRevision:
+    """The variant a repository id and revision name; raises HubRefused 404 naming what is unknown."""
+    release = selectors.release_get_public(slug=release_slug(repo_id))
+    if release is None:
+        raise HubRefused(404, "RepoNotFound", f"There is no release called '{repo_id}'.")
+    variants = selectors.variants_in_order(release=release)
+    for variant in variants:
+        files = list(variant.files.order_by("path"))
+        commit = variant_commit(files)
+        is_main = revision == MAIN and any(f.path == "config.json" for f in files)
+        if is_main or revision in (variant.name, commit):
+            return HubRevision(release, variant, commit, files)
+    names = ", ".join([MAIN] + [v.name for v in variants])
+    raise HubRefused(404, "RevisionNotFound", f"{release.name} has no revision '{revision}' (it has: {names}).")
+
+
+def hub_access_check(*, user: User | None, release: Release) -> None:
+    """The download rule for a caller of the Hub API; raises HubRefused 401/403 saying what to do."""
+    if user is None:
+        raise HubRefused(401, "GatedRepo", f"{release.name} is gated: send a personal API token with the 'download' "
+                                           "scope as HF_TOKEN (create one at /access/tokens/).")
+    if grant_active_for(user=user, release=release) is None:
+        raise HubRefused(403, "GatedRepo", f"You have no active access to {release.name}: apply for it at "
+                                           f"/releases/{release.slug}/ (or renew it on My access).")
+    blocker = licence_blocker(user=user, release=release)
+    if blocker:
+        raise HubRefused(403, "GatedRepo", blocker)
+
+
+def hub_file(revision: HubRevision, path: str) -> ArtifactFile:
+    """A downloadable file of the revision; a missing or withheld one is a 404 (EntryNotFound)."""
+    file = next((f for f in revision.files if f.path == path), None)
+    if file is None:
+        raise HubRefused(404, "EntryNotFound", f"{revision.variant.name} has no file '{path}'.", commit=revision.commit)
+    if file.integrity != ArtifactFile.Integrity.OK:
+        raise HubRefused(404, "EntryNotFound", f"{path} is withheld: {file.get_integrity_display()}. It will be "
+                                               "available again once staff have repaired it.", commit=revision.commit)
+    return file
+
+
+def hub_download_link(*, user: User, revision: HubRevision, file: ArtifactFile) -> str:
+    """The ``/dl/`` token for this file today: the same all day, so retries and resumes are one download."""
+    grant = grant_active_for(user=user, release=revision.release)
+    return link_token_for_the_day(user_id=user.pk, grant_id=grant.pk, generation=grant.generation, file_id=file.pk,
+                                  day=timezone.now().date().isoformat())
+
+
+def tree_entry(file: ArtifactFile) -> dict:
+    """A file as the Hub's tree API lists it: every file is an LFS object whose oid is its sha256."""
+    blob = hashlib.sha1(f"blob {file.size}\0{file.sha256}".encode(), usedforsecurity=False).hexdigest()
+    return {"type": "file", "oid": blob, "size": file.size, "path": file.path,
+            "lfs": {"oid": file.sha256, "size": file.size, "pointerSize": 134}}

@@ -1,0 +1,135 @@
+"""The Hugging Face Hub's read API over the releases (``artifacts.hub``): what ``huggingface_hub``
+(``snapshot_download``, ``hf download``, ``from_pretrained``) calls with ``HF_ENDPOINT`` set to the
+portal and a personal API token as ``HF_TOKEN``. Files are served through the ``/dl/`` links."""
+
+from __future__ import annotations
+
+import datetime
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods
+
+from access.models import ApiToken, User
+from access.services.tokens import (
+    ApiTokenInvalid,
+    api_token_authenticate,
+    api_token_from_header,
+    api_token_has_scope,
+    api_token_scope_missing_message,
+)
+from artifacts import hub, selectors
+from artifacts.views import decision_response, link_use
+
+
+def _caller(request: HttpRequest) -> User | None:
+    """The holder of the request's Bearer token (None when there is none); HubRefused 401/403 for a bad one."""
+    header = request.headers.get("Authorization", "")
+    if not header:
+        return None
+    try:
+        token = api_token_authenticate(raw=api_token_from_header(header))
+    except ApiTokenInvalid as error:
+        raise hub.HubRefused(401, "", f"Invalid credentials in Authorization header: {error}") from None
+    if not api_token_has_scope(token, ApiToken.Scope.DOWNLOAD):
+        raise hub.HubRefused(403, "GatedRepo", api_token_scope_missing_message(ApiToken.Scope.DOWNLOAD))
+    return token.user
+
+
+def _refusal(error: hub.HubRefused, request: HttpRequest) -> HttpResponse:
+    response = (JsonResponse({"error": error.message}, status=error.status) if request.method != "HEAD"
+                else HttpResponse(status=error.status))
+    if error.code:
+        response["X-Error-Code"] = error.code
+    message = error.message if error.status != 401 or error.code else "Invalid credentials in Authorization header"
+    response["X-Error-Message"] = " ".join(message.split()).encode("ascii", "replace").decode()  # a header is ASCII
+    if error.commit:
+        response["X-Repo-Commit"] = error.commit
+    return response
+
+
+def _revision_for(request: HttpRequest, repo_id: str, revision: str) -> hub.HubRevision:
+    """The caller may download the release, and the revision exists: checked in that order, so that
+    nobody without access learns more than the public release page shows."""
+    release = selectors.release_get_public(slug=hub.release_slug(repo_id))
+    if release is None:
+        raise hub.HubRefused(404, "RepoNotFound", f"There is no release called '{repo_id}'.")
+    hub.hub_access_check(user=_caller(request), release=release)
+    return hub.hub_revision(repo_id=repo_id, revision=revision)
+
+
+def _hub_time(moment) -> str:
+    """A time as the Hub writes it (UTC, ``Z``), which the client parses strictly."""
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@never_cache
+@require_GET
+def model_info(request: HttpRequest, repo: str, revision: str = hub.MAIN, namespace: str = "") -> HttpResponse:
+    repo_id = f"{namespace}/{repo}" if namespace else repo
+    try:
+        found = _revision_for(request, repo_id, revision)
+    except hub.HubRefused as error:
+        return _refusal(error, request)
+    modified = max((f.verified_at or found.variant.registered_at for f in found.files),
+                   default=found.variant.registered_at)
+    return JsonResponse({
+        "_id": found.commit, "id": f"{hub.NAMESPACE}/{found.release.slug}", "modelId": f"{hub.NAMESPACE}/{found.release.slug}",
+        "sha": found.commit, "private": False, "gated": "manual", "disabled": False, "downloads": 0, "likes": 0,
+        "library_name": "transformers", "tags": [found.release.family.lower()], "lastModified": _hub_time(modified),
+        "createdAt": _hub_time(found.release.created_at),
+        "siblings": [{"rfilename": f.path} for f in found.files if f.integrity == f.Integrity.OK],
+    })
+
+
+@never_cache
+@require_GET
+def tree(request: HttpRequest, repo: str, revision: str, path: str = "", namespace: str = "") -> HttpResponse:
+    repo_id = f"{namespace}/{repo}" if namespace else repo
+    try:
+        found = _revision_for(request, repo_id, revision)
+    except hub.HubRefused as error:
+        return _refusal(error, request)
+    prefix = f"{path.strip('/')}/" if path.strip("/") else ""
+    recursive = request.GET.get("recursive", "").lower() in {"1", "true"}
+    entries, folders = [], set()
+    for file in found.files:
+        if file.integrity != file.Integrity.OK or not file.path.startswith(prefix):
+            continue
+        rest = file.path[len(prefix):]
+        if "/" in rest and not recursive:
+            folders.add(prefix + rest.split("/", 1)[0])
+            continue
+        entries.append(hub.tree_entry(file))
+    entries += [{"type": "directory", "oid": found.commit, "size": 0, "path": folder} for folder in sorted(folders)]
+    return JsonResponse(entries, safe=False)
+
+
+@never_cache
+@require_http_methods(["GET", "HEAD"])
+def resolve(request: HttpRequest, repo: str, revision: str, path: str, namespace: str = "") -> HttpResponse:
+    """HEAD: the file's metadata (the client's cache key is its sha256). GET: the file through today's
+    ``/dl/`` link for it, which counts, limits and serves it (Range included) as every link does: a
+    redirect to presigned storage, or the bytes themselves from local storage."""
+    repo_id = f"{namespace}/{repo}" if namespace else repo
+    try:
+        found = _revision_for(request, repo_id, revision)
+        file = hub.hub_file(found, path)
+    except hub.HubRefused as error:
+        return _refusal(error, request)
+    if request.method == "HEAD":
+        response = HttpResponse()
+        response["Content-Length"] = str(file.size)
+    else:
+        token = hub.hub_download_link(user=_caller(request), revision=found, file=file)
+        decision = link_use(request, token)
+        if decision.status not in (200, 206, 302):
+            # A Retry-After of hours would make the client sleep that long before each of its five
+            # retries: the wait is in the message instead.
+            return _refusal(hub.HubRefused(decision.status, "", decision.message), request)
+        response = decision_response(request, decision)
+    response["X-Repo-Commit"] = found.commit
+    response["ETag"] = response["X-Linked-Etag"] = f'"{file.sha256}"'
+    response["X-Linked-Size"] = str(file.size)
+    response["Accept-Ranges"] = "bytes"
+    return response
