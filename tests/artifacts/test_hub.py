@@ -216,3 +216,41 @@ def test_s3_backed_releases_download_through_the_presigned_redirect(live_server,
     assert sha256_of(Path(path)) == ArtifactFile.objects.get(path="nested/dict.txt").sha256
     event = DownloadEvent.objects.get()
     assert event.outcome == DownloadEvent.Outcome.REDIRECTED and event.counts_as_download
+
+
+FROM_PRETRAINED = """
+import json, sys, torch, transformers
+model = transformers.OPTForCausalLM.from_pretrained("gatehouse/opt-demo", dtype=torch.float32).eval()
+prompt = [2, 10, 20, 30, 40]
+with torch.no_grad():
+    out = model.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False, eos_token_id=2, pad_token_id=1)
+print(json.dumps(out[0, len(prompt):].tolist()))
+"""
+
+
+def test_from_pretrained_through_the_endpoint_loads_the_demo_model_and_generates_as_our_engine(
+        live_server, user, settings, tmp_path):
+    """What a researcher runs: HF_ENDPOINT and HF_TOKEN set, then transformers as usual."""
+    import os
+    import subprocess
+    import sys
+
+    from django.core.management import call_command
+
+    from artifacts.models import Release
+    from inference_worker.engine import Engine
+
+    settings.STORAGE_BACKEND, settings.STORAGE_LOCAL_ROOT = "local", tmp_path / "storage"
+    call_command("make_demo_release")
+    release = Release.objects.get(slug="opt-demo")
+    grant_for(user, release)
+    env = {**os.environ, "HF_ENDPOINT": live_server.url, "HF_TOKEN": token_of(user), "HF_HOME": str(tmp_path / "hf"),
+           "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", FROM_PRETRAINED], env=env, capture_output=True, text=True,
+                            timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    theirs = json.loads(result.stdout.strip().splitlines()[-1])
+    ours = Engine.from_pretrained(Path(release.variants.get(name="hf-safetensors").location), tp=1).generate(
+        [[2, 10, 20, 30, 40]], max_new_tokens=8)[0]
+    assert ours and ours == theirs[: len(ours)]
+    assert DownloadEvent.objects.filter(file__path="model.safetensors", counts_as_download=True).count() == 1
