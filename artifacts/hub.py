@@ -56,6 +56,11 @@ def variant_commit(files: list[ArtifactFile]) -> str:
     return digest.hexdigest()
 
 
+def is_main(variant: Variant) -> bool:
+    """Whether a variant is in Hugging Face's layout (a ``config.json`` at its top), which ``main`` serves."""
+    return variant.files.filter(path="config.json").exists()
+
+
 def hub_revision(*, repo_id: str, revision: str) -> HubRevision:
     """The variant a repository id and revision name; raises HubRefused 404 naming what is unknown."""
     release = selectors.release_get_public(slug=release_slug(repo_id))

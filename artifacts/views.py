@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET
 from access.http import client_ip
 from access.selectors import release_access_for
 from access.services.vetting import SIGNAL_PROMISES
-from artifacts import selectors
+from artifacts import hub, selectors
 from artifacts.fast_path import DECISION_KEY
 from artifacts.markdown import render_markdown
 from artifacts.services.downloads import Decision, ManifestRefused, download_authorize, manifest_issue
@@ -73,6 +73,8 @@ def release_download(request: HttpRequest, slug: str) -> HttpResponse:
         else:
             context["links_expire"] = datetime.datetime.fromisoformat(manifest["expires_at"])
             context["sha256sums"] = sha256sums_text(manifest)
+            context["hub"] = {"endpoint": request.build_absolute_uri("/")[:-1], "repo_id": f"{hub.NAMESPACE}/{slug}",
+                              "revision": "" if hub.is_main(variant) and variant == variants[0] else variant.name}
     return render(request, "artifacts/release_download.html", context)
 
 

@@ -254,3 +254,26 @@ def test_from_pretrained_through_the_endpoint_loads_the_demo_model_and_generates
         [[2, 10, 20, 30, 40]], max_new_tokens=8)[0]
     assert ours and ours == theirs[: len(ours)]
     assert DownloadEvent.objects.filter(file__path="model.safetensors", counts_as_download=True).count() == 1
+
+
+def test_the_download_page_shows_the_hugging_face_commands_and_hf_download_works(live_server, user, grant,
+                                                                                 hub_variant, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from django.test import Client
+
+    client = Client(HTTP_HOST=live_server.url.removeprefix("http://"))
+    client.force_login(user)
+    page = client.get("/releases/opt-test/download/").content.decode()
+    assert f"export HF_ENDPOINT={live_server.url} HF_TOKEN=" in page
+    assert "hf download gatehouse/opt-test --local-dir opt-test" in page
+    assert 'from_pretrained("gatehouse/opt-test")' in page
+
+    env = {**os.environ, "HF_ENDPOINT": live_server.url, "HF_TOKEN": token_of(user), "HF_HOME": str(tmp_path / "hf")}
+    hf = Path(sys.executable).parent / "hf"
+    result = subprocess.run([str(hf), "download", "gatehouse/opt-test", "--local-dir", str(tmp_path / "out")],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sha256_of(tmp_path / "out" / "model.safetensors") == ArtifactFile.objects.get(path="model.safetensors").sha256
