@@ -17,7 +17,6 @@ from django.utils import timezone
 
 from access.models import User
 from access.selectors import grant_active_for
-from artifacts import selectors
 from artifacts.links import link_token_for_the_day
 from artifacts.models import ArtifactFile, Release, Variant
 from artifacts.services.downloads import licence_blocker
@@ -40,7 +39,10 @@ class HubRevision:
     release: Release
     variant: Variant
     commit: str
-    files: list[ArtifactFile]  # every registered file, in path order
+
+    def files(self) -> list[ArtifactFile]:
+        """Every registered file of the revision, in path order."""
+        return list(self.variant.files.order_by("path"))
 
 
 def release_slug(repo_id: str) -> str:
@@ -48,11 +50,12 @@ def release_slug(repo_id: str) -> str:
     return repo_id.removeprefix(f"{NAMESPACE}/")
 
 
-def variant_commit(files: list[ArtifactFile]) -> str:
-    """A 40-hex commit id for a variant's registered contents (each file's path, size and sha256)."""
+def variant_commit(variant: Variant) -> str:
+    """A 40-hex commit id for a variant's registered contents (each file's path, size and sha256):
+    one query over three columns, however many files."""
     digest = hashlib.sha1(usedforsecurity=False)
-    for file in sorted(files, key=lambda f: f.path):
-        digest.update(f"{file.path}\0{file.size}\0{file.sha256}\n".encode())
+    for path, size, sha256 in variant.files.order_by("path").values_list("path", "size", "sha256"):
+        digest.update(f"{path}\0{size}\0{sha256}\n".encode())
     return digest.hexdigest()
 
 
@@ -61,19 +64,19 @@ def is_main(variant: Variant) -> bool:
     return variant.files.filter(path="config.json").exists()
 
 
-def hub_revision(*, repo_id: str, revision: str) -> HubRevision:
-    """The variant a repository id and revision name; raises HubRefused 404 naming what is unknown."""
-    release = selectors.release_get_public(slug=release_slug(repo_id))
-    if release is None:
-        raise HubRefused(404, "RepoNotFound", f"There is no release called '{repo_id}'.")
-    variants = selectors.variants_in_order(release=release)
-    for variant in variants:
-        files = list(variant.files.order_by("path"))
-        commit = variant_commit(files)
-        is_main = revision == MAIN and any(f.path == "config.json" for f in files)
-        if is_main or revision in (variant.name, commit):
-            return HubRevision(release, variant, commit, files)
-    names = ", ".join([MAIN] + [v.name for v in variants])
+def hub_revision(*, release: Release, revision: str) -> HubRevision:
+    """The variant a revision names (``main``, a variant's name, or a commit id); HubRefused 404 otherwise."""
+    if revision == MAIN:
+        variant = release.variants.filter(files__path="config.json").order_by("name").first()
+    else:
+        variant = release.variants.filter(name=revision).first()
+    if variant is not None:
+        return HubRevision(release, variant, variant_commit(variant))
+    if _COMMIT.fullmatch(revision):
+        for candidate in release.variants.all():
+            if variant_commit(candidate) == revision:
+                return HubRevision(release, candidate, revision)
+    names = ", ".join([MAIN] + list(release.variants.order_by("name").values_list("name", flat=True)))
     raise HubRefused(404, "RevisionNotFound", f"{release.name} has no revision '{revision}' (it has: {names}).")
 
 
@@ -92,7 +95,7 @@ def hub_access_check(*, user: User | None, release: Release) -> None:
 
 def hub_file(revision: HubRevision, path: str) -> ArtifactFile:
     """A downloadable file of the revision; a missing or withheld one is a 404 (EntryNotFound)."""
-    file = next((f for f in revision.files if f.path == path), None)
+    file = revision.variant.files.filter(path=path).first()
     if file is None:
         raise HubRefused(404, "EntryNotFound", f"{revision.variant.name} has no file '{path}'.", commit=revision.commit)
     if file.integrity != ArtifactFile.Integrity.OK:

@@ -55,7 +55,7 @@ def _revision_for(request: HttpRequest, repo_id: str, revision: str) -> hub.HubR
     if release is None:
         raise hub.HubRefused(404, "RepoNotFound", f"There is no release called '{repo_id}'.")
     hub.hub_access_check(user=_caller(request), release=release)
-    return hub.hub_revision(repo_id=repo_id, revision=revision)
+    return hub.hub_revision(release=release, revision=revision)
 
 
 def _hub_time(moment) -> str:
@@ -71,14 +71,14 @@ def model_info(request: HttpRequest, repo: str, revision: str = hub.MAIN, namesp
         found = _revision_for(request, repo_id, revision)
     except hub.HubRefused as error:
         return _refusal(error, request)
-    modified = max((f.verified_at or found.variant.registered_at for f in found.files),
-                   default=found.variant.registered_at)
+    files = found.files()
+    modified = max((f.verified_at or found.variant.registered_at for f in files), default=found.variant.registered_at)
     return JsonResponse({
         "_id": found.commit, "id": f"{hub.NAMESPACE}/{found.release.slug}", "modelId": f"{hub.NAMESPACE}/{found.release.slug}",
         "sha": found.commit, "private": False, "gated": "manual", "disabled": False, "downloads": 0, "likes": 0,
         "library_name": "transformers", "tags": [found.release.family.lower()], "lastModified": _hub_time(modified),
         "createdAt": _hub_time(found.release.created_at),
-        "siblings": [{"rfilename": f.path} for f in found.files if f.integrity == f.Integrity.OK],
+        "siblings": [{"rfilename": f.path} for f in files if f.integrity == f.Integrity.OK],
     })
 
 
@@ -93,7 +93,7 @@ def tree(request: HttpRequest, repo: str, revision: str, path: str = "", namespa
     prefix = f"{path.strip('/')}/" if path.strip("/") else ""
     recursive = request.GET.get("recursive", "").lower() in {"1", "true"}
     entries, folders = [], set()
-    for file in found.files:
+    for file in found.files():
         if file.integrity != file.Integrity.OK or not file.path.startswith(prefix):
             continue
         rest = file.path[len(prefix):]

@@ -277,3 +277,22 @@ def test_the_download_page_shows_the_hugging_face_commands_and_hf_download_works
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert sha256_of(tmp_path / "out" / "model.safetensors") == ArtifactFile.objects.get(path="model.safetensors").sha256
+
+
+def test_resolve_costs_the_same_queries_however_many_files_the_variant_has(user, grant, hub_variant, tmp_path):
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {token_of(user)}")
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.head("/gatehouse/opt-test/resolve/main/config.json").status_code == 200
+        return len(captured)
+
+    queries()  # the token's first use of the minute also notes it
+    few = queries()
+    ArtifactFile.objects.bulk_create(ArtifactFile(variant=hub_variant, path=f"extra/{i}.bin", size=1, sha256="0" * 64,
+                                                  integrity="ok") for i in range(200))
+    assert queries() == few
