@@ -100,6 +100,23 @@ def test_anonymous_unapproved_and_revoked_callers_get_the_client_s_gated_errors(
     grant.save()
     with pytest.raises(GatedRepoError):
         download(live_server, token, tmp_path)
+
+    expired = grant_for(UserFactory(), release)
+    expired.expires_at = timezone.now()
+    expired.save()
+    with pytest.raises(GatedRepoError) as refused:
+        download(live_server, token_of(expired.user), tmp_path)
+    assert "renew it" in refused.value.response.headers["X-Error-Message"]
+
+    from huggingface_hub.errors import HfHubHTTPError
+
+    deactivated = grant_for(UserFactory(), release).user
+    deactivated_token = token_of(deactivated)
+    deactivated.is_active = False
+    deactivated.save()
+    with pytest.raises(HfHubHTTPError) as unknown:
+        download(live_server, deactivated_token, tmp_path)
+    assert unknown.value.response.status_code == 401
     assert not DownloadEvent.objects.filter(counts_as_download=True).exists()
 
 
