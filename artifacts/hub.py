@@ -51,12 +51,16 @@ def release_slug(repo_id: str) -> str:
 
 
 def variant_commit(variant: Variant) -> str:
-    """A 40-hex commit id for a variant's registered contents (each file's path, size and sha256):
-    one query over three columns, however many files."""
+    """A 40-hex commit id for a variant's registered contents (each file's path, size and sha256),
+    kept on the variant until registration or a first hash changes them."""
+    if variant.content_commit:
+        return variant.content_commit
     digest = hashlib.sha1(usedforsecurity=False)
     for path, size, sha256 in variant.files.order_by("path").values_list("path", "size", "sha256"):
         digest.update(f"{path}\0{size}\0{sha256}\n".encode())
-    return digest.hexdigest()
+    variant.content_commit = digest.hexdigest()
+    Variant.objects.filter(pk=variant.pk).update(content_commit=variant.content_commit)
+    return variant.content_commit
 
 
 def is_main(variant: Variant) -> bool:
@@ -73,7 +77,7 @@ def hub_revision(*, release: Release, revision: str) -> HubRevision:
     if variant is not None:
         return HubRevision(release, variant, variant_commit(variant))
     if _COMMIT.fullmatch(revision):
-        for candidate in release.variants.all():
+        for candidate in release.variants.all():  # a few variants; each commit is kept once computed
             if variant_commit(candidate) == revision:
                 return HubRevision(release, candidate, revision)
     names = ", ".join([MAIN] + list(release.variants.order_by("name").values_list("name", flat=True)))

@@ -62,6 +62,10 @@ class Variant(models.Model):
         max_length=500, help_text="Where the files are stored: s3://bucket/prefix or an absolute local directory."
     )
     registered_at = models.DateTimeField(auto_now_add=True)
+    content_commit = models.CharField(
+        max_length=40, blank=True,
+        help_text="The Hub endpoint's commit id for the registered files; emptied when they change, computed again "
+                  "on the next request (artifacts.hub).")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["release", "name"], name="artifacts_variant_unique")]

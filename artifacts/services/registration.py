@@ -59,7 +59,7 @@ def variant_register(
     if not found:
         raise RegistrationError(f"No files found at {location}.")
     variant, _ = Variant.objects.update_or_create(
-        release=release, name=name, defaults={"location": location, "description": description}
+        release=release, name=name, defaults={"location": location, "description": description, "content_commit": ""}
     )
     md5s = md5_list or {}
     existing = {file.path: file for file in variant.files.all()}
@@ -108,6 +108,8 @@ def file_hash(*, file: ArtifactFile) -> ArtifactFile:
         size, sha256, md5 = digest
         if not file.sha256:
             file.size, file.sha256, file.md5 = size, sha256, md5
+            # the registered contents changed: the Hub endpoint's commit id is computed again
+            Variant.objects.filter(pk=file.variant_id).exclude(content_commit="").update(content_commit="")
         if (size, sha256) != (file.size, file.sha256):
             file.integrity = Integrity.CORRUPTED
             file.integrity_detail = f"Stored bytes now hash to sha256 {sha256} ({size} bytes), not {file.sha256}."

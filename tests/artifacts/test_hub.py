@@ -72,8 +72,11 @@ def test_the_repository_names_its_commit_and_files_and_the_commit_follows_the_co
     assert api.model_info("opt-test", revision=info.sha).sha == info.sha
     files = {f.path: f for f in api.list_repo_tree("opt-test", recursive=True, revision=info.sha)}
     assert files["model.safetensors"].lfs.sha256 == ArtifactFile.objects.get(path="model.safetensors").sha256
-    ArtifactFile.objects.filter(path="config.json").update(sha256="0" * 64)
-    assert api.model_info("opt-test").sha != info.sha
+    assert api.model_info("opt-test").sha == info.sha, "stable while the files are"
+    (Path(hub_variant.location) / "config.json").write_text(json.dumps({"model_type": "opt", "changed": True}))
+    files_hash(files=list(variant_register(release=hub_variant.release, name="hf-safetensors",
+                                           location=hub_variant.location).files.all()))
+    assert api.model_info("opt-test").sha != info.sha, "a new commit once the registered contents change"
     with pytest.raises(RevisionNotFoundError):
         api.model_info("opt-test", revision="no-such-variant")
     with pytest.raises(RepositoryNotFoundError):

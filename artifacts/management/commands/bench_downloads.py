@@ -10,6 +10,7 @@ s3:// location so /dl/ answers with presigned redirects; presigning needs no S3 
 from __future__ import annotations
 
 import datetime
+import http.client
 import os
 import platform
 import re
@@ -57,6 +58,9 @@ class Command(BaseCommand):
         parser.add_argument("--worker-class", default="sync",
                             help="sync: the production downloads service; uvicorn_worker.UvicornWorker: the web service")
         parser.add_argument("--links", type=int, default=4000, help="distinct links cycled by wrk")
+        parser.add_argument("--hub-requests", type=int, default=500,
+                            help="requests each through /dl/ and the Hub's resolve, alternated (0: skip)")
+        parser.add_argument("--skip-wrk", action="store_true", help="skip the wrk throughput run")
 
     def handle(self, *args, **options):
         if connection.vendor != "postgresql":
@@ -65,7 +69,10 @@ class Command(BaseCommand):
         self.stdout.write(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                           f"Python {platform.python_version()}, PostgreSQL via {settings.DATABASES['default']['HOST']}")
         self._bench_manifest(user, variant, options["manifest_runs"])
-        self._bench_redirects(user, variant, options)
+        if options["hub_requests"]:
+            self._bench_hub_against_dl(user, variant, options)
+        if not options["skip_wrk"]:
+            self._bench_redirects(user, variant, options)
 
     def _fixture(self, file_count: int) -> tuple[User, Variant]:
         licence, _ = Licence.objects.get_or_create(slug="bench-licence", defaults={"title": "Bench licence"})
@@ -112,30 +119,13 @@ class Command(BaseCommand):
     def _bench_redirects(self, user, variant, options) -> None:
         if not _which("wrk"):
             raise CommandError("wrk is not installed (apt-get install wrk).")
-        port = _free_port()
         urls = []
         while len(urls) < options["links"]:
             manifest = manifest_issue(user=user, release=variant.release, variant=variant, base_url="")
             urls.extend(entry["url"] for entry in manifest["files"])
         urls = urls[: options["links"]]
-        env = dict(os.environ, DEBUG="0", DOWNLOAD_LIMIT_PER_FILE="1000000000", LOG_LEVEL="WARNING",
-                   SECRET_KEY=settings.SECRET_KEY, GUNICORN_ACCESS_LOG="")
-        if options["worker_class"] == "sync":
-            env["DATABASE_CONN_MAX_AGE"] = "600"  # one persistent connection per single-threaded worker
-        else:
-            env["DATABASE_POOL"] = "1"  # threads under ASGI: connections come from a pool
-        # Presigning is computed locally: placeholder keys suffice when none are configured.
-        env.setdefault("S3_ACCESS_KEY_ID", settings.S3_ACCESS_KEY_ID or "bench-access-key")
-        env.setdefault("S3_SECRET_ACCESS_KEY", settings.S3_SECRET_ACCESS_KEY or "bench-secret-key")
-        server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"),
-             "portal.asgi:application" if "uvicorn" in options["worker_class"].lower() else "portal.wsgi:application",
-             "--config", "portal/gunicorn.conf.py",
-             "--bind", f"127.0.0.1:{port}", "--workers", str(options["workers"]), "--worker-class", options["worker_class"]],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        server, port = self._start_server(options)
         try:
-            _wait_for_port(port, server)
             with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
                 script.write(WRK_SCRIPT % ",".join(f'"{url}"' for url in urls))
             warm_up = subprocess.run(["wrk", "-t2", "-c64", "-d3s", "-s", script.name, f"http://127.0.0.1:{port}"],
@@ -155,6 +145,72 @@ class Command(BaseCommand):
             except subprocess.TimeoutExpired:
                 server.kill()
         self._report(result.stdout, started_events, options)
+
+    @staticmethod
+    def _start_server(options) -> tuple[subprocess.Popen, int]:
+        """gunicorn on a free port with the limits lifted, serving the portal as production does."""
+        port = _free_port()
+        env = dict(os.environ, DEBUG="0", DOWNLOAD_LIMIT_PER_FILE="1000000000", LOG_LEVEL="WARNING",
+                   SECRET_KEY=settings.SECRET_KEY, GUNICORN_ACCESS_LOG="")
+        if options["worker_class"] == "sync":
+            env["DATABASE_CONN_MAX_AGE"] = "600"  # one persistent connection per single-threaded worker
+        else:
+            env["DATABASE_POOL"] = "1"  # threads under ASGI: connections come from a pool
+        # Presigning is computed locally: placeholder keys suffice when none are configured.
+        env.setdefault("S3_ACCESS_KEY_ID", settings.S3_ACCESS_KEY_ID or "bench-access-key")
+        env.setdefault("S3_SECRET_ACCESS_KEY", settings.S3_SECRET_ACCESS_KEY or "bench-secret-key")
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"),
+             "portal.asgi:application" if "uvicorn" in options["worker_class"].lower() else "portal.wsgi:application",
+             "--config", "portal/gunicorn.conf.py",
+             "--bind", f"127.0.0.1:{port}", "--workers", str(options["workers"]), "--worker-class", options["worker_class"]],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        _wait_for_port(port, server)
+        return server, port
+
+    def _bench_hub_against_dl(self, user, variant, options) -> None:
+        """The same files fetched through ``/dl/`` links and through the Hub's ``resolve``, alternated
+        request by request on one keep-alive connection each: both answer 302 to presigned storage."""
+        from access.services.tokens import api_token_create
+
+        _, token = api_token_create(user=user, name="bench hub", days=1, scopes=["download"], created_with_mfa=False)
+        manifest = manifest_issue(user=user, release=variant.release, variant=variant, base_url="")
+        files = manifest["files"]
+        server, port = self._start_server(options)
+        timings: dict[str, list[float]] = {"/dl/ link": [], "Hub resolve": []}
+        try:
+            dl = http.client.HTTPConnection("127.0.0.1", port)
+            hub = http.client.HTTPConnection("127.0.0.1", port)
+            requests = options["hub_requests"]
+            for i in range(requests + 50):
+                file = files[i % len(files)]
+                for name, connection_, path, headers in (
+                        ("/dl/ link", dl, file["url"], {}),
+                        ("Hub resolve", hub, f"/gatehouse/{RELEASE_SLUG}/resolve/{variant.name}/{file['path']}",
+                         {"Authorization": f"Bearer {token}"})):
+                    started = time.perf_counter()
+                    connection_.request("GET", path, headers=headers)
+                    response = connection_.getresponse()
+                    response.read()
+                    elapsed = (time.perf_counter() - started) * 1000
+                    if response.status != 302:
+                        raise CommandError(f"{name} answered {response.status} for {path}")
+                    if i >= 50:  # after a warm-up of 50 each
+                        timings[name].append(elapsed)
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        medians = {name: statistics.median(values) for name, values in timings.items()}
+        for name, values in timings.items():
+            values.sort()
+            self.stdout.write(f"{name}: median {medians[name]:.2f} ms, p95 {values[int(len(values) * 0.95) - 1]:.2f} ms "
+                              f"over {len(values)} sequential requests")
+        self.stdout.write(f"Hub resolve / /dl/ link, medians: {medians['Hub resolve'] / medians['/dl/ link']:.2f}x "
+                          f"({len(files)}-file variant, {options['workers']} {options['worker_class']} workers)")
 
     def _report(self, output: str, events_before: int, options) -> None:
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
