@@ -72,9 +72,10 @@ def model_info(request: HttpRequest, repo: str, revision: str = hub.MAIN, namesp
     except hub.HubRefused as error:
         return _refusal(error, request)
     files = found.files()
+    full_id = f"{hub.NAMESPACE}/{found.release.slug}"
     modified = max((f.verified_at or found.variant.registered_at for f in files), default=found.variant.registered_at)
     return JsonResponse({
-        "_id": found.commit, "id": f"{hub.NAMESPACE}/{found.release.slug}", "modelId": f"{hub.NAMESPACE}/{found.release.slug}",
+        "_id": found.commit, "id": full_id, "modelId": full_id,
         "sha": found.commit, "private": False, "gated": "manual", "disabled": False, "downloads": 0, "likes": 0,
         "library_name": "transformers", "tags": [found.release.family.lower()], "lastModified": _hub_time(modified),
         "createdAt": _hub_time(found.release.created_at),

@@ -296,7 +296,8 @@ def test_the_download_page_shows_the_hugging_face_commands_and_hf_download_works
     result = subprocess.run([str(hf), "download", "gatehouse/opt-test", "--local-dir", str(tmp_path / "out")],
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert sha256_of(tmp_path / "out" / "model.safetensors") == ArtifactFile.objects.get(path="model.safetensors").sha256
+    expected = ArtifactFile.objects.get(path="model.safetensors").sha256
+    assert sha256_of(tmp_path / "out" / "model.safetensors") == expected
 
 
 def test_resolve_costs_the_same_queries_however_many_files_the_variant_has(user, grant, hub_variant, tmp_path):

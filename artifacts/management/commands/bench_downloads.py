@@ -207,8 +207,9 @@ class Command(BaseCommand):
         medians = {name: statistics.median(values) for name, values in timings.items()}
         for name, values in timings.items():
             values.sort()
-            self.stdout.write(f"{name}: median {medians[name]:.2f} ms, p95 {values[int(len(values) * 0.95) - 1]:.2f} ms "
-                              f"over {len(values)} sequential requests")
+            p95 = values[int(len(values) * 0.95) - 1]
+            self.stdout.write(f"{name}: median {medians[name]:.2f} ms, p95 {p95:.2f} ms over {len(values)} sequential "
+                              "requests")
         self.stdout.write(f"Hub resolve / /dl/ link, medians: {medians['Hub resolve'] / medians['/dl/ link']:.2f}x "
                           f"({len(files)}-file variant, {options['workers']} {options['worker_class']} workers)")
 
