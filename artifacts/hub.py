@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from access.models import User
+from access.models import Grant, User
 from access.selectors import grant_active_for
 from artifacts.links import link_token_for_the_day
 from artifacts.models import ArtifactFile, Release, Variant
@@ -84,17 +84,19 @@ def hub_revision(*, release: Release, revision: str) -> HubRevision:
     raise HubRefused(404, "RevisionNotFound", f"{release.name} has no revision '{revision}' (it has: {names}).")
 
 
-def hub_access_check(*, user: User | None, release: Release) -> None:
-    """The download rule for a caller of the Hub API; raises HubRefused 401/403 saying what to do."""
+def hub_access_check(*, user: User | None, release: Release) -> Grant:
+    """The download rule for a caller of the Hub API: their active grant; HubRefused 401/403 saying what to do."""
     if user is None:
         raise HubRefused(401, "GatedRepo", f"{release.name} is gated: send a personal API token with the 'download' "
                                            "scope as HF_TOKEN (create one at /access/tokens/).")
-    if grant_active_for(user=user, release=release) is None:
+    grant = grant_active_for(user=user, release=release)
+    if grant is None:
         raise HubRefused(403, "GatedRepo", f"You have no active access to {release.name}: apply for it at "
                                            f"/releases/{release.slug}/ (or renew it on My access).")
     blocker = licence_blocker(user=user, release=release)
     if blocker:
         raise HubRefused(403, "GatedRepo", blocker)
+    return grant
 
 
 def hub_file(revision: HubRevision, path: str) -> ArtifactFile:
@@ -108,11 +110,10 @@ def hub_file(revision: HubRevision, path: str) -> ArtifactFile:
     return file
 
 
-def hub_download_link(*, user: User, revision: HubRevision, file: ArtifactFile) -> str:
+def hub_download_link(*, grant: Grant, file: ArtifactFile) -> str:
     """The ``/dl/`` token for this file today: the same all day, so retries and resumes are one download."""
-    grant = grant_active_for(user=user, release=revision.release)
-    return link_token_for_the_day(user_id=user.pk, grant_id=grant.pk, generation=grant.generation, file_id=file.pk,
-                                  day=timezone.now().date().isoformat())
+    return link_token_for_the_day(user_id=grant.user_id, grant_id=grant.pk, generation=grant.generation,
+                                  file_id=file.pk, day=timezone.now().date().isoformat())
 
 
 def tree_entry(file: ArtifactFile) -> dict:

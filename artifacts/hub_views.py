@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
-from access.models import ApiToken, User
+from access.models import ApiToken, Grant, User
 from access.services.tokens import (
     ApiTokenInvalid,
     api_token_authenticate,
@@ -48,14 +48,14 @@ def _refusal(error: hub.HubRefused, request: HttpRequest) -> HttpResponse:
     return response
 
 
-def _revision_for(request: HttpRequest, repo_id: str, revision: str) -> hub.HubRevision:
-    """The caller may download the release, and the revision exists: checked in that order, so that
-    nobody without access learns more than the public release page shows."""
+def _revision_for(request: HttpRequest, repo_id: str, revision: str) -> tuple[hub.HubRevision, Grant]:
+    """The caller may download the release (their grant), and the revision exists: checked in that
+    order, so that nobody without access learns more than the public release page shows."""
     release = selectors.release_get_public(slug=hub.release_slug(repo_id))
     if release is None:
         raise hub.HubRefused(404, "RepoNotFound", f"There is no release called '{repo_id}'.")
-    hub.hub_access_check(user=_caller(request), release=release)
-    return hub.hub_revision(release=release, revision=revision)
+    grant = hub.hub_access_check(user=_caller(request), release=release)
+    return hub.hub_revision(release=release, revision=revision), grant
 
 
 def _hub_time(moment) -> str:
@@ -68,7 +68,7 @@ def _hub_time(moment) -> str:
 def model_info(request: HttpRequest, repo: str, revision: str = hub.MAIN, namespace: str = "") -> HttpResponse:
     repo_id = f"{namespace}/{repo}" if namespace else repo
     try:
-        found = _revision_for(request, repo_id, revision)
+        found, _ = _revision_for(request, repo_id, revision)
     except hub.HubRefused as error:
         return _refusal(error, request)
     files = found.files()
@@ -88,7 +88,7 @@ def model_info(request: HttpRequest, repo: str, revision: str = hub.MAIN, namesp
 def tree(request: HttpRequest, repo: str, revision: str, path: str = "", namespace: str = "") -> HttpResponse:
     repo_id = f"{namespace}/{repo}" if namespace else repo
     try:
-        found = _revision_for(request, repo_id, revision)
+        found, _ = _revision_for(request, repo_id, revision)
     except hub.HubRefused as error:
         return _refusal(error, request)
     prefix = f"{path.strip('/')}/" if path.strip("/") else ""
@@ -114,7 +114,7 @@ def resolve(request: HttpRequest, repo: str, revision: str, path: str, namespace
     redirect to presigned storage, or the bytes themselves from local storage."""
     repo_id = f"{namespace}/{repo}" if namespace else repo
     try:
-        found = _revision_for(request, repo_id, revision)
+        found, grant = _revision_for(request, repo_id, revision)
         file = hub.hub_file(found, path)
     except hub.HubRefused as error:
         return _refusal(error, request)
@@ -122,7 +122,7 @@ def resolve(request: HttpRequest, repo: str, revision: str, path: str, namespace
         response = HttpResponse()
         response["Content-Length"] = str(file.size)
     else:
-        token = hub.hub_download_link(user=_caller(request), revision=found, file=file)
+        token = hub.hub_download_link(grant=grant, file=file)
         decision = link_use(request, token)
         if decision.status not in (200, 206, 302):
             # A Retry-After of hours would make the client sleep that long before each of its five

@@ -229,13 +229,12 @@ def test_the_per_file_limit_holds_through_the_hub_as_through_dl(live_server, use
 
 
 def test_s3_backed_releases_download_through_the_presigned_redirect(live_server, user, grant, s3_variant, tmp_path):
-    from huggingface_hub import hf_hub_download
-
-    path = hf_hub_download("opt-test", "nested/dict.txt", revision="metaseq-mp2", endpoint=live_server.url,
-                           token=token_of(user), cache_dir=tmp_path / "cache")
-    assert sha256_of(Path(path)) == ArtifactFile.objects.get(path="nested/dict.txt").sha256
-    event = DownloadEvent.objects.get()
-    assert event.outcome == DownloadEvent.Outcome.REDIRECTED and event.counts_as_download
+    folder = download(live_server, token_of(user), tmp_path, revision="metaseq-mp2")
+    assert {str(p.relative_to(folder)): sha256_of(p) for p in folder.rglob("*") if p.is_file()} == {
+        f.path: f.sha256 for f in s3_variant.files.all()}
+    events = DownloadEvent.objects.all()
+    assert len(events) == 3 and all(e.outcome == DownloadEvent.Outcome.REDIRECTED and e.counts_as_download
+                                    for e in events)
 
 
 FROM_PRETRAINED = """
