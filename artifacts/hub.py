@@ -84,8 +84,9 @@ def hub_revision(*, release: Release, revision: str) -> HubRevision:
     raise HubRefused(404, "RevisionNotFound", f"{release.name} has no revision '{revision}' (it has: {names}).")
 
 
-def hub_access_check(*, user: User | None, release: Release) -> Grant:
-    """The download rule for a caller of the Hub API: their active grant; HubRefused 401/403 saying what to do."""
+def hub_access_check(*, user: User | None, release: Release, licence: bool = True) -> Grant:
+    """The download rule for a caller of the Hub API: their active grant; HubRefused 401/403 saying what
+    to do. ``licence=False`` leaves the licence to the link check that follows (``download_authorize``)."""
     if user is None:
         raise HubRefused(401, "GatedRepo", f"{release.name} is gated: send a personal API token with the 'download' "
                                            "scope as HF_TOKEN (create one at /access/tokens/).")
@@ -93,10 +94,28 @@ def hub_access_check(*, user: User | None, release: Release) -> Grant:
     if grant is None:
         raise HubRefused(403, "GatedRepo", f"You have no active access to {release.name}: apply for it at "
                                            f"/releases/{release.slug}/ (or renew it on My access).")
-    blocker = licence_blocker(user=user, release=release)
+    blocker = licence_blocker(user=user, release=release) if licence else ""
     if blocker:
         raise HubRefused(403, "GatedRepo", blocker)
     return grant
+
+
+def hub_revision_and_file(*, release: Release, revision: str, path: str) -> tuple[HubRevision, ArtifactFile]:
+    """The revision and one of its downloadable files, in one query when both exist (``resolve``'s
+    usual case); otherwise the 404 that names what is missing."""
+    files = ArtifactFile.objects.select_related("variant").filter(variant__release=release, path=path)
+    if revision == MAIN:
+        files = files.filter(variant__files__path="config.json").order_by("variant__name")
+    else:
+        files = files.filter(variant__name=revision)
+    file = files.first()
+    if file is None:
+        found = hub_revision(release=release, revision=revision)
+        return found, hub_file(found, path)
+    found = HubRevision(release, file.variant, variant_commit(file.variant))
+    if file.integrity != ArtifactFile.Integrity.OK:
+        return found, hub_file(found, path)  # the withheld file's 404
+    return found, file
 
 
 def hub_file(revision: HubRevision, path: str) -> ArtifactFile:

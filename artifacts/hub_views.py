@@ -48,13 +48,17 @@ def _refusal(error: hub.HubRefused, request: HttpRequest) -> HttpResponse:
     return response
 
 
-def _revision_for(request: HttpRequest, repo_id: str, revision: str) -> tuple[hub.HubRevision, Grant]:
-    """The caller may download the release (their grant), and the revision exists: checked in that
-    order, so that nobody without access learns more than the public release page shows."""
+def _release_and_grant(request: HttpRequest, repo_id: str, *, licence: bool = True):
+    """The release and the caller's grant for it, checked before anything about its files is looked
+    up, so that nobody without access learns more than the public release page shows."""
     release = selectors.release_get_public(slug=hub.release_slug(repo_id))
     if release is None:
         raise hub.HubRefused(404, "RepoNotFound", f"There is no release called '{repo_id}'.")
-    grant = hub.hub_access_check(user=_caller(request), release=release)
+    return release, hub.hub_access_check(user=_caller(request), release=release, licence=licence)
+
+
+def _revision_for(request: HttpRequest, repo_id: str, revision: str) -> tuple[hub.HubRevision, Grant]:
+    release, grant = _release_and_grant(request, repo_id)
     return hub.hub_revision(release=release, revision=revision), grant
 
 
@@ -113,9 +117,9 @@ def resolve(request: HttpRequest, repo: str, revision: str, path: str, namespace
     ``/dl/`` link for it, which counts, limits and serves it (Range included) as every link does: a
     redirect to presigned storage, or the bytes themselves from local storage."""
     repo_id = f"{namespace}/{repo}" if namespace else repo
-    try:
-        found, grant = _revision_for(request, repo_id, revision)
-        file = hub.hub_file(found, path)
+    try:  # a GET leaves the licence to the link check, which makes it anyway
+        release, grant = _release_and_grant(request, repo_id, licence=request.method == "HEAD")
+        found, file = hub.hub_revision_and_file(release=release, revision=revision, path=path)
     except hub.HubRefused as error:
         return _refusal(error, request)
     if request.method == "HEAD":
@@ -126,8 +130,9 @@ def resolve(request: HttpRequest, repo: str, revision: str, path: str, namespace
         decision = link_use(request, token)
         if decision.status not in (200, 206, 302):
             # A Retry-After of hours would make the client sleep that long before each of its five
-            # retries: the wait is in the message instead.
-            return _refusal(hub.HubRefused(decision.status, "", decision.message), request)
+            # retries: the wait is in the message instead. A 403 (a licence to accept) is gated.
+            code = "GatedRepo" if decision.status == 403 else ""
+            return _refusal(hub.HubRefused(decision.status, code, decision.message), request)
         response = decision_response(request, decision)
     response["X-Repo-Commit"] = found.commit
     response["ETag"] = response["X-Linked-Etag"] = f'"{file.sha256}"'

@@ -316,3 +316,23 @@ def test_resolve_costs_the_same_queries_however_many_files_the_variant_has(user,
     ArtifactFile.objects.bulk_create(ArtifactFile(variant=hub_variant, path=f"extra/{i}.bin", size=1, sha256="0" * 64,
                                                   integrity="ok") for i in range(200))
     assert queries() == few
+
+
+def test_a_new_licence_version_gates_the_repository_until_accepted(live_server, user, grant, hub_variant, tmp_path):
+    from huggingface_hub import hf_hub_download
+
+    from access.services.licences import licence_version_publish
+
+    token = token_of(user)
+    licence_version_publish(licence=grant.release.licence, text_markdown="# Terms v2", by=None)
+    for method in (lambda: download(live_server, token, tmp_path),
+                   lambda: hf_hub_download("opt-test", "config.json", endpoint=live_server.url, token=token,
+                                           cache_dir=tmp_path / "one")):
+        with pytest.raises(GatedRepoError) as refused:
+            method()
+        assert "Accept version 2" in refused.value.response.headers["X-Error-Message"]
+    from django.test import Client
+
+    get = Client(HTTP_AUTHORIZATION=f"Bearer {token}").get("/opt-test/resolve/main/config.json")  # no HEAD first
+    assert get.status_code == 403 and get["X-Error-Code"] == "GatedRepo" and "Accept version 2" in get["X-Error-Message"]
+    assert not DownloadEvent.objects.filter(counts_as_download=True).exists()
