@@ -262,6 +262,22 @@ def job_claim(*, job_id, attempt: int, worker: str) -> PromptJob | None:
     return None
 
 
+NUL_STAND_IN = "\ufffd"  # what a generated NUL character is stored as
+
+
+def _storable(value):
+    """``value`` with every NUL character in its strings (keys too) replaced by U+FFFD: a model can
+    generate one (a byte-level token), PostgreSQL cannot store it in text or JSON, and the job must
+    not fail for it. The stream has already carried the exact text."""
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_STAND_IN)
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    return value
+
+
 @transaction.atomic
 def job_complete(*, job_id, attempt: int, outputs: list[dict], completion_tokens: int, cancelled: bool,
                  first_token_at: datetime | None) -> PromptJob | None:
@@ -271,7 +287,7 @@ def job_complete(*, job_id, attempt: int, outputs: list[dict], completion_tokens
         return None
     sequences = job.params["best_of"] or job.params["n"]
     job.status = S.CANCELLED if cancelled else S.SUCCEEDED
-    job.outputs, job.completion_tokens = outputs, completion_tokens
+    job.outputs, job.completion_tokens = _storable(outputs), completion_tokens
     job.tokens_charged = job.prompt_tokens * sequences + completion_tokens
     job.finish_reason = "cancelled" if cancelled else (outputs[0]["finish_reason"] if outputs else "")
     job.first_token_at, job.finished_at = first_token_at, timezone.now()

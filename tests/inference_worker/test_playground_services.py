@@ -247,3 +247,20 @@ def test_a_claim_is_one_statement_that_returns_the_job_as_stored(researcher, dja
     assert claimed.started_at == stored.started_at and claimed.params == stored.params
     assert claimed.prompt_ids == stored.prompt_ids == job.prompt_ids
     assert services.job_claim(job_id=job.pk, attempt=1, worker="again") is None, "a repeated delivery runs nothing"
+
+
+def test_a_generated_nul_character_is_stored_and_the_job_succeeds(researcher):
+    """A byte-level token can decode to NUL, which PostgreSQL cannot store in JSON."""
+    heartbeat()
+    job = submit(researcher)
+    services.job_claim(job_id=job.pk, attempt=1, worker="w")
+    text = "before\x00after"
+    outputs = [{"index": 0, "text": text, "finish_reason": "length",
+                "logprobs": {"tokens": ["\x00"], "token_logprobs": [-0.1], "top_logprobs": [{"\x00": -0.1}],
+                             "text_offset": [0]}}]
+    services.job_complete(job_id=job.pk, attempt=1, outputs=outputs, completion_tokens=1, cancelled=False,
+                          first_token_at=timezone.now())
+    job.refresh_from_db()
+    assert job.status == "succeeded"
+    assert job.outputs[0]["text"] == "before\ufffdafter" and job.outputs[0]["logprobs"]["tokens"] == ["\ufffd"]
+    assert job.outputs[0]["logprobs"]["top_logprobs"] == [{"\ufffd": -0.1}]
