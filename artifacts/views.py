@@ -27,9 +27,7 @@ def release_list(request: HttpRequest) -> HttpResponse:
 
 
 def release_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    release = selectors.release_get_public(slug=slug)
-    if release is None:
-        raise Http404("No such release.")
+    release = _public_release_or_404(slug)
     documents = [(doc, render_markdown(doc.body_markdown)) for doc in release.documents.all()]
     licence_version = release.licence.current_version()
     return render(request, "artifacts/release_detail.html", {
@@ -58,24 +56,37 @@ def release_bibtex(release, licence_version, *, page: str) -> str:
 @login_required
 def release_download(request: HttpRequest, slug: str) -> HttpResponse:
     """Fresh links, checksums, remaining download counts and the download clients."""
-    release = selectors.release_get_public(slug=slug)
-    if release is None:
-        raise Http404("No such release.")
+    release = _public_release_or_404(slug)
     variants, variant = _variants_and_chosen(request, release)
     context = {"release": release, "variants": variants, "variant": variant, "manifest": None, "refusal": ""}
     if variant is not None:
         try:
-            context["manifest"] = manifest = manifest_issue(
-                user=request.user, release=release, variant=variant, base_url=request.build_absolute_uri("/")[:-1]
-            )
+            context["manifest"] = manifest = _manifest(request, release, variant)
         except ManifestRefused as refusal:
             context["refusal"] = str(refusal)
         else:
             context["links_expire"] = datetime.datetime.fromisoformat(manifest["expires_at"])
             context["sha256sums"] = sha256sums_text(manifest)
-            context["hub"] = {"endpoint": request.build_absolute_uri("/")[:-1], "repo_id": f"{hub.NAMESPACE}/{slug}",
+            context["hub"] = {"endpoint": _base_url(request), "repo_id": f"{hub.NAMESPACE}/{slug}",
                               "revision": "" if hub.is_main(variant) and variant == variants[0] else variant.name}
     return render(request, "artifacts/release_download.html", context)
+
+
+def _public_release_or_404(slug: str):
+    release = selectors.release_get_public(slug=slug)
+    if release is None:
+        raise Http404("No such release.")
+    return release
+
+
+def _base_url(request: HttpRequest) -> str:
+    """The address the portal is reached at, which links and the Hub commands use."""
+    return request.build_absolute_uri("/")[:-1]
+
+
+def _manifest(request: HttpRequest, release, variant) -> dict:
+    """The caller's links and checksums for a variant; raises ManifestRefused saying why not."""
+    return manifest_issue(user=request.user, release=release, variant=variant, base_url=_base_url(request))
 
 
 def _variants_and_chosen(request: HttpRequest, release) -> tuple[list, object]:
@@ -93,15 +104,12 @@ def sha256sums_text(manifest: dict) -> str:
 @login_required
 def release_sha256sums(request: HttpRequest, slug: str) -> HttpResponse:
     """The chosen variant's checksums as a ``SHA256SUMS`` file, on the same terms as its links."""
-    release = selectors.release_get_public(slug=slug)
-    if release is None:
-        raise Http404("No such release.")
+    release = _public_release_or_404(slug)
     _, variant = _variants_and_chosen(request, release)
     if variant is None:
         raise Http404("No files have been registered for this release yet.")
     try:
-        manifest = manifest_issue(user=request.user, release=release, variant=variant,
-                                  base_url=request.build_absolute_uri("/")[:-1])
+        manifest = _manifest(request, release, variant)
     except ManifestRefused as refusal:
         return HttpResponse(f"{refusal}\n", status=403, content_type="text/plain; charset=utf-8")
     response = HttpResponse(sha256sums_text(manifest), content_type="text/plain; charset=utf-8")

@@ -139,11 +139,7 @@ class Command(BaseCommand):
                 capture_output=True, text=True, check=True,
             )
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            _stop(server)
         self._report(result.stdout, started_events, options)
 
     @staticmethod
@@ -199,11 +195,7 @@ class Command(BaseCommand):
                     if i >= 50:  # after a warm-up of 50 each
                         timings[name].append(elapsed)
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            _stop(server)
         medians = {name: statistics.median(values) for name, values in timings.items()}
         for name, values in timings.items():
             values.sort()
@@ -238,6 +230,14 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
 
 def _wait_for_port(port: int, server: subprocess.Popen) -> None:
