@@ -108,8 +108,11 @@ def test_revocation_cancels_queued_and_running_jobs(release, slow_checkpoint, re
 def test_a_killed_worker_s_jobs_are_retried_or_failed(release, slow_checkpoint, tmp_path):
     user, _ = researcher_with_token(release)
     with gpu_worker(slow_checkpoint, tmp_path / "one.log", max_batch=1, concurrency=2) as first:
-        streaming, waiting = submit(user, **LONG), submit(user, max_tokens=10)
-        wait_until(lambda: has_tokens(streaming.pk) and job(waiting.pk).status == "running", message="both claimed")
+        jobs = [submit(user, **LONG), submit(user, **LONG)]
+        # both claimed, one in the batch's only slot: which one is up to the two pool threads
+        wait_until(lambda: all(job(j.pk).status == "running" for j in jobs) and any(has_tokens(j.pk) for j in jobs),
+                   message="both claimed")
+        streaming, waiting = sorted(jobs, key=lambda j: not has_tokens(j.pk))
         first.send_signal(signal.SIGKILL)
         first.wait()
     with gpu_worker(slow_checkpoint, tmp_path / "two.log", max_batch=1, concurrency=1):
