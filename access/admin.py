@@ -10,7 +10,6 @@ from access.models import (
     ApiToken, Application, ApplicationNote, AuditEvent, Grant, Institution, Licence, LicenceAcceptance,
     LicenceVersion, ReasonTemplate, User, VettingSignal,
 )
-from access.http import client_ip
 from access.services.institutions import institution_confirm
 from access.services.licences import licence_version_publish
 from access.services.tokens import api_tokens_revoke_all

@@ -22,7 +22,7 @@ def test_the_compiled_catalogue_holds_exactly_the_source_s_messages():
     entries = po_entries()
     assert len(entries) > 100
     for msgid, msgstr in entries.items():
-        assert compiled.gettext(msgid) == msgstr, f"django.mo is stale: recompile it (scripts/make-en-gb-messages.py)"
+        assert compiled.gettext(msgid) == msgstr, "django.mo is stale: recompile it (scripts/make-en-gb-messages.py)"
     assert all("Email" not in s and " email" not in s.replace("%(email)s", "") for s in entries.values())
 
 
