@@ -4,7 +4,8 @@ A release's slug is the repository id (also under the ``gatehouse/`` namespace);
 is its Hugging Face variant, every variant is also a revision by its name, and each variant's commit
 id is a digest of its registered files (stable while they are, new when they change). Access is the
 download rule itself: an active grant with the current licence accepted, files that passed their
-integrity check, and every file fetched through a ``/dl/`` link, counted and limited as any other.
+integrity check, and every file fetched by the ``/dl/`` rule (``download_decide``), counted and
+limited as a link is.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from access.models import Grant, User
+from access.models import ApiToken, Grant, User
 from access.selectors import grant_active_for
-from artifacts.links import link_token_for_the_day
-from artifacts.models import ArtifactFile, Release, Variant
-from artifacts.services.downloads import licence_blocker
+from access.services.tokens import ApiTokenInvalid, api_token_check, api_token_has_scope, api_token_hash
+from artifacts.links import LinkClaims, hub_link_id
+from artifacts.models import ArtifactFile, DownloadEvent, Release, Variant
+from artifacts.selectors import hub_download_check
+from artifacts.services.downloads import Decision, download_decide, licence_blocker
 
 NAMESPACE = "gatehouse"
 MAIN = "main"
@@ -84,9 +87,9 @@ def hub_revision(*, release: Release, revision: str) -> HubRevision:
     raise HubRefused(404, "RevisionNotFound", f"{release.name} has no revision '{revision}' (it has: {names}).")
 
 
-def hub_access_check(*, user: User | None, release: Release, licence: bool = True) -> Grant:
-    """The download rule for a caller of the Hub API: their active grant; HubRefused 401/403 saying what
-    to do. ``licence=False`` leaves the licence to the link check that follows (``download_authorize``)."""
+def hub_access_check(*, user: User | None, release: Release) -> Grant:
+    """The download rule for a caller of the Hub API: their active grant, the licence accepted;
+    HubRefused 401/403 saying what to do."""
     if user is None:
         raise HubRefused(401, "GatedRepo", f"{release.name} is gated: send a personal API token with the 'download' "
                                            "scope as HF_TOKEN (create one at /access/tokens/).")
@@ -94,7 +97,7 @@ def hub_access_check(*, user: User | None, release: Release, licence: bool = Tru
     if grant is None:
         raise HubRefused(403, "GatedRepo", f"You have no active access to {release.name}: apply for it at "
                                            f"/releases/{release.slug}/ (or renew it on My access).")
-    blocker = licence_blocker(user=user, release=release) if licence else ""
+    blocker = licence_blocker(user=user, release=release)
     if blocker:
         raise HubRefused(403, "GatedRepo", blocker)
     return grant
@@ -129,10 +132,41 @@ def hub_file(revision: HubRevision, path: str) -> ArtifactFile:
     return file
 
 
-def hub_download_link(*, grant: Grant, file: ArtifactFile) -> str:
-    """The ``/dl/`` token for this file today: the same all day, so retries and resumes are one download."""
-    return link_token_for_the_day(user_id=grant.user_id, grant_id=grant.pk, generation=grant.generation,
-                                  file_id=file.pk, day=timezone.now().date().isoformat())
+@dataclass(frozen=True)
+class HubFetch:
+    """A file fetched through ``resolve``: the download rule's decision, and the file's Hub headers."""
+
+    decision: Decision
+    commit: str
+    sha256: str
+    size: int
+
+
+def hub_fetch(*, raw_token: str, repo_id: str, revision: str, path: str, range_header: str, ip: str | None,
+              user_agent: str) -> HubFetch | None:
+    """Fetch a file as ``/dl/`` does, by the same rule (``download_decide``), its limits and its events,
+    in one query: None when the token is not usable for downloads or the file is not there to be
+    decided on (missing, withheld, a commit id not kept yet), which ``hub_access_check``,
+    ``hub_revision_and_file`` and their refusals then explain."""
+    token_hash, slug = api_token_hash(raw_token), release_slug(repo_id)
+    link_id = hub_link_id(token_hash=token_hash, slug=slug, path=path, day=timezone.now().date().isoformat())
+    found = hub_download_check(token_hash=token_hash, slug=slug, revision=revision, path=path, link_id=link_id, ip=ip)
+    if found is None:
+        return None
+    token, check = found
+    if check.file_id is None or not check.variant_commit or check.file_integrity != ArtifactFile.Integrity.OK:
+        return None
+    try:
+        api_token_check(token, user_is_active=check.user_is_active)
+    except ApiTokenInvalid:
+        return None
+    if not api_token_has_scope(token, ApiToken.Scope.DOWNLOAD):
+        return None
+    event = DownloadEvent(ip=ip, user_agent=user_agent[:500], range_header=range_header[:100])
+    claims = LinkClaims(user_id=check.user_id, file_id=check.file_id, grant_id=check.grant_id,
+                        generation=check.grant_generation, link_id=link_id)
+    decision = download_decide(event=event, claims=claims, check=check, range_header=range_header)
+    return HubFetch(decision=decision, commit=check.variant_commit, sha256=check.file_sha256, size=check.file_size)
 
 
 def tree_entry(file: ArtifactFile) -> dict:

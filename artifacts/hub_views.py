@@ -1,6 +1,6 @@
 """The Hugging Face Hub's read API over the releases (``artifacts.hub``): what ``huggingface_hub``
 (``snapshot_download``, ``hf download``, ``from_pretrained``) calls with ``HF_ENDPOINT`` set to the
-portal and a personal API token as ``HF_TOKEN``. Files are served through the ``/dl/`` links."""
+portal and a personal API token as ``HF_TOKEN``. Files are served by the ``/dl/`` rule."""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ from access.services.tokens import (
     api_token_has_scope,
     api_token_scope_missing_message,
 )
+from access.http import client_ip
 from artifacts import hub, selectors
-from artifacts.views import decision_response, link_use
+from artifacts.views import decision_response
+
+HUB_FETCH_KEY = "gatehouse.hub_fetch"  # set by artifacts.fast_path: the fetch it made (False: none to make)
 
 
 def _caller(request: HttpRequest) -> User | None:
@@ -48,13 +51,13 @@ def _refusal(error: hub.HubRefused, request: HttpRequest) -> HttpResponse:
     return response
 
 
-def _release_and_grant(request: HttpRequest, repo_id: str, *, licence: bool = True):
+def _release_and_grant(request: HttpRequest, repo_id: str):
     """The release and the caller's grant for it, checked before anything about its files is looked
     up, so that nobody without access learns more than the public release page shows."""
     release = selectors.release_get_public(slug=hub.release_slug(repo_id))
     if release is None:
         raise hub.HubRefused(404, "RepoNotFound", f"There is no release called '{repo_id}'.")
-    return release, hub.hub_access_check(user=_caller(request), release=release, licence=licence)
+    return release, hub.hub_access_check(user=_caller(request), release=release)
 
 
 def _revision_for(request: HttpRequest, repo_id: str, revision: str) -> tuple[hub.HubRevision, Grant]:
@@ -113,29 +116,57 @@ def tree(request: HttpRequest, repo: str, revision: str, path: str = "", namespa
 @never_cache
 @require_http_methods(["GET", "HEAD"])
 def resolve(request: HttpRequest, repo: str, revision: str, path: str, namespace: str = "") -> HttpResponse:
-    """HEAD: the file's metadata (the client's cache key is its sha256). GET: the file through today's
-    ``/dl/`` link for it, which counts, limits and serves it (Range included) as every link does: a
-    redirect to presigned storage, or the bytes themselves from local storage."""
+    """HEAD: the file's metadata (the client's cache key is its sha256). GET: the file, counted,
+    limited and served (Range included) by the ``/dl/`` rule: a redirect to presigned storage, or the
+    bytes themselves from local storage. Under WSGI the fast path (``artifacts.fast_path``) has
+    usually answered the redirect, or fetched already and only hands over the rest."""
     repo_id = f"{namespace}/{repo}" if namespace else repo
-    try:  # a GET leaves the licence to the link check, which makes it anyway
-        release, grant = _release_and_grant(request, repo_id, licence=request.method == "HEAD")
+    fetched = request.META.get(HUB_FETCH_KEY)
+    if request.method == "GET" and fetched is None:
+        fetched = resolve_fetch(request, repo_id=repo_id, revision=revision, path=path)
+    if fetched:
+        return fetched_response(request, fetched)
+    try:  # what the fetch could not decide on, explained
+        release, _ = _release_and_grant(request, repo_id)
         found, file = hub.hub_revision_and_file(release=release, revision=revision, path=path)
     except hub.HubRefused as error:
         return _refusal(error, request)
-    if request.method == "HEAD":
-        response = HttpResponse()
-        response["Content-Length"] = str(file.size)
-    else:
-        token = hub.hub_download_link(grant=grant, file=file)
-        decision = link_use(request, token)
-        if decision.status not in (200, 206, 302):
-            # A Retry-After of hours would make the client sleep that long before each of its five
-            # retries: the wait is in the message instead. A 403 (a licence to accept) is gated.
-            code = "GatedRepo" if decision.status == 403 else ""
-            return _refusal(hub.HubRefused(decision.status, code, decision.message), request)
-        response = decision_response(request, decision)
-    response["X-Repo-Commit"] = found.commit
-    response["ETag"] = response["X-Linked-Etag"] = f'"{file.sha256}"'
-    response["X-Linked-Size"] = str(file.size)
+    if request.method == "GET":  # a commit id seen for the first time is kept now: fetch again
+        fetched = resolve_fetch(request, repo_id=repo_id, revision=revision, path=path)
+        if not fetched:
+            return _refusal(hub.HubRefused(404, "EntryNotFound", f"{path} cannot be fetched now; try again."), request)
+        return fetched_response(request, fetched)
+    response = HttpResponse()
+    response["Content-Length"] = str(file.size)
+    return _with_file_headers(response, commit=found.commit, sha256=file.sha256, size=file.size)
+
+
+def resolve_fetch(request: HttpRequest, *, repo_id: str, revision: str, path: str) -> hub.HubFetch | None:
+    """``hub.hub_fetch`` for this GET (None without a Bearer token)."""
+    try:
+        raw = api_token_from_header(request.headers.get("Authorization", ""))
+    except ApiTokenInvalid:
+        return None
+    return hub.hub_fetch(raw_token=raw, repo_id=repo_id, revision=revision, path=path,
+                         range_header=request.headers.get("Range", ""), ip=client_ip(request),
+                         user_agent=request.headers.get("User-Agent", ""))
+
+
+def fetched_response(request: HttpRequest, fetched: hub.HubFetch) -> HttpResponse:
+    """The redirect or the bytes with the file's Hub headers, or the refusal as the client reads it.
+    A Retry-After of hours would make the client sleep that long before each of its five retries: the
+    wait is in the message instead. A 403 (a licence to accept, access revoked) is gated."""
+    decision = fetched.decision
+    if decision.status not in (200, 206, 302):
+        code = "GatedRepo" if decision.status == 403 else ""
+        return _refusal(hub.HubRefused(decision.status, code, decision.message, commit=fetched.commit), request)
+    return _with_file_headers(decision_response(request, decision), commit=fetched.commit, sha256=fetched.sha256,
+                              size=fetched.size)
+
+
+def _with_file_headers(response: HttpResponse, *, commit: str, sha256: str, size: int) -> HttpResponse:
+    response["X-Repo-Commit"] = commit
+    response["ETag"] = response["X-Linked-Etag"] = f'"{sha256}"'
+    response["X-Linked-Size"] = str(size)
     response["Accept-Ranges"] = "bytes"
     return response

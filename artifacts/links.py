@@ -67,13 +67,12 @@ def link_tokens_make(*, user_id: int, grant_id: int, generation: int, file_ids: 
     ]
 
 
-def link_token_for_the_day(*, user_id: int, grant_id: int, generation: int, file_id: int, day: str) -> str:
-    """A token whose link id is the same all ``day`` for this user, file and grant generation: the Hub
-    endpoint issues one on every request, and a client's retries and resumes must stay one download."""
-    digest = hmac.new(force_bytes(settings.SECRET_KEY), force_bytes(f"{SALT}:hub:{user_id}:{file_id}:{grant_id}:"
-                                                                    f"{generation}:{day}"), hashlib.sha256)
-    return _signer().sign_object({"u": user_id, "f": file_id, "g": grant_id, "n": generation,
-                                  "l": digest.hexdigest()[:16]})
+def hub_link_id(*, token_hash: str, slug: str, path: str, day: str) -> str:
+    """The link id of a file fetched through the Hub's resolve: the same all ``day`` for this token,
+    release and path, so that a client's retries and resumes stay one download."""
+    digest = hmac.new(force_bytes(settings.SECRET_KEY), force_bytes(f"{SALT}:hub:{token_hash}:{slug}:{path}:{day}"),
+                      hashlib.sha256)
+    return digest.hexdigest()[:16]
 
 
 def link_token_read(token: str, *, max_age: int) -> LinkClaims:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -12,6 +13,7 @@ from django.utils import timezone
 
 from access.selectors import grant_active_for  # noqa: F401  (re-exported for the release pages)
 from artifacts.models import ArtifactFile, DownloadEvent, Release, Variant
+from portal.prepared import PreparedQuery, fetch_one
 
 
 def release_list_public() -> QuerySet[Release]:
@@ -53,10 +55,10 @@ def downloads_counted_since(*, user_id: int, variant_id: int) -> dict[int, int]:
     return counts
 
 
-# For /dl/: the hottest path of the portal. One hand-written query (the same text every time)
-# costs about a tenth of what building and compiling the equivalent annotated ORM queries does,
-# and every table it reads is read once: on PostgreSQL each extra relation scanned costs more
-# than the index probe itself.
+# For /dl/ and the Hub's resolve: the hottest paths of the portal. One hand-written query, prepared
+# once per connection (``portal.prepared``), costs a fraction of building, compiling and planning the
+# equivalent annotated ORM queries, and every table it reads is read once: on PostgreSQL each extra
+# relation scanned costs more than the index probe itself.
 
 @dataclass(frozen=True)
 class DownloadCheck:
@@ -74,38 +76,104 @@ class DownloadCheck:
     file_size: int | None
     file_storage_key: str
     file_integrity: str
+    file_sha256: str
     file_release_id: int | None
     grant_release_id: int
     variant_location: str
+    variant_commit: str
+    user_id: int
     user_is_active: bool
     link_counted: bool
     counted_links: int
     oldest_counted_at: datetime.datetime | None
 
 
-DOWNLOAD_CHECK_SQL = """
+# The keys (grant, user, file) come from a one-row ``keys`` table: given by a link's claims for /dl/,
+# found from the API token, release, revision and path for the Hub's resolve. The body is the same.
+_DOWNLOAD_CHECK_BODY = """
 SELECT g.id, g.generation, g.revoked_at, g.expires_at, r.slug, lv.number,
        EXISTS (SELECT 1 FROM access_licenceacceptance a
                 WHERE a.user_id = g.user_id AND a.licence_version_id = lv.id),
-       f.id, f.path, f.size, f.storage_key, f.integrity, v.release_id, g.release_id, v.location,
-       u.is_active, counted.this_link, counted.downloads, counted.oldest
-  FROM access_grant g
+       f.id, f.path, f.size, f.storage_key, f.integrity, f.sha256, v.release_id, g.release_id, v.location,
+       v.content_commit, u.id, u.is_active, counted.this_link, counted.downloads, counted.oldest{extra_columns}
+  FROM keys k
+  JOIN access_grant g ON g.id = k.grant_id AND g.user_id = k.user_id
   JOIN access_user u ON u.id = g.user_id
   JOIN artifacts_release r ON r.id = g.release_id
   LEFT JOIN access_licenceversion lv ON lv.licence_id = r.licence_id AND lv.number =
        (SELECT MAX(latest.number) FROM access_licenceversion latest
          WHERE latest.licence_id = r.licence_id AND latest.published_at IS NOT NULL)
-  LEFT JOIN artifacts_artifactfile f ON f.id = %(file)s
+  LEFT JOIN artifacts_artifactfile f ON f.id = k.file_id
   LEFT JOIN artifacts_variant v ON v.id = f.variant_id
  CROSS JOIN (SELECT MAX(CASE WHEN e.link_id = %(link)s AND (e.ip = %(ip)s OR (e.ip IS NULL AND %(ip)s IS NULL))
                                 THEN 1 ELSE 0 END) AS this_link,
                     COUNT(DISTINCT e.link_id || '|' || COALESCE(CAST(e.ip AS TEXT), '')) AS downloads,
                     MIN(e.at) AS oldest
                FROM artifacts_downloadevent e
-              WHERE e.user_id = %(user)s AND e.file_id = %(file)s AND e.counts_as_download = %(yes)s
-                AND e.at >= %(since)s) counted
- WHERE g.id = %(grant)s AND g.user_id = %(user)s
+              WHERE e.user_id = (SELECT user_id FROM keys) AND e.file_id = (SELECT file_id FROM keys)
+                AND e.counts_as_download AND e.at >= %(since)s) counted
 """
+
+# The counted downloads are found through the partial index of counted downloads (user, file, at)
+# whatever the statistics say: the keys are scalar subqueries (computed first, then looked up in the
+# index), and ``e.counts_as_download`` is in the text, not a parameter, which a prepared statement's
+# generic plan could not match to the index's condition.
+_COUNTING = (("link", "text"), ("since", "timestamptz"), ("ip", "inet"))
+
+DOWNLOAD_CHECK = PreparedQuery(
+    name="gatehouse_download_check",
+    sql=("WITH keys AS (SELECT %(grant)s AS grant_id, %(user)s AS user_id, %(file)s AS file_id)"
+         + _DOWNLOAD_CHECK_BODY.format(extra_columns="")),
+    parameters=(("grant", "bigint"), ("user", "bigint"), ("file", "bigint"), *_COUNTING),
+)
+
+# The Hub's keys: the token's holder, their grant for the release (an unrevoked one first; the
+# check judges it), and the file at ``path`` in the revision: the variant of that name or commit id,
+# or for ``main`` the first variant by name in Hugging Face's layout (``artifacts.hub.hub_revision``).
+_HUB_DOWNLOAD_CHECK_SQL = """
+WITH keys AS (
+  SELECT t.user_id AS user_id, t.id AS token_id, t.revoked_at AS token_revoked_at,
+         t.expires_at AS token_expires_at, t.last_used_at AS token_last_used_at, t.scopes AS token_scopes,
+         (SELECT g.id FROM access_grant g WHERE g.user_id = t.user_id AND g.release_id = r.id
+           ORDER BY CASE WHEN g.revoked_at IS NULL THEN 0 ELSE 1 END, g.expires_at DESC LIMIT 1) AS grant_id,
+         COALESCE(
+           (SELECT f.id FROM artifacts_variant v
+              JOIN artifacts_artifactfile f ON f.variant_id = v.id AND f.path = %(path)s
+             WHERE v.release_id = r.id AND %(revision)s <> %(main)s
+               AND (v.name = %(revision)s OR v.content_commit = %(revision)s) LIMIT 1),
+           (SELECT f.id FROM artifacts_artifactfile f
+             WHERE %(revision)s = %(main)s AND f.path = %(path)s
+               AND f.variant_id = (SELECT c.variant_id FROM artifacts_artifactfile c
+                                     JOIN artifacts_variant layout ON layout.id = c.variant_id
+                                    WHERE layout.release_id = r.id AND c.path = %(config)s
+                                    ORDER BY layout.name LIMIT 1))) AS file_id
+    FROM access_apitoken t
+    JOIN artifacts_release r ON r.slug = %(slug)s AND r.is_listed
+   WHERE t.token_hash = %(token_hash)s)""" + _DOWNLOAD_CHECK_BODY.format(
+    extra_columns=", k.token_id, k.token_revoked_at, k.token_expires_at, k.token_last_used_at, k.token_scopes")
+
+HUB_DOWNLOAD_CHECK = PreparedQuery(
+    name="gatehouse_hub_download_check",
+    sql=_HUB_DOWNLOAD_CHECK_SQL,
+    parameters=(("token_hash", "text"), ("slug", "text"), ("revision", "text"), ("path", "text"), ("main", "text"),
+                ("config", "text"), *_COUNTING),
+)
+
+
+@dataclass
+class HubToken:
+    """The API token a Hub request was made with, as the Hub's download check read it: the fields of
+    ``ApiToken`` that ``api_token_check`` and ``api_token_has_scope`` read, under the same names."""
+
+    pk: int
+    revoked_at: datetime.datetime | None
+    expires_at: datetime.datetime
+    last_used_at: datetime.datetime | None
+    scopes: list[str]
+
+
+def _since() -> datetime.datetime:
+    return timezone.now() - datetime.timedelta(seconds=settings.DOWNLOAD_LIMIT_WINDOW_SECONDS)
 
 
 def download_check(*, grant_id: int, user_id: int, file_id: int, link_id: str, ip: str | None) -> DownloadCheck | None:
@@ -118,24 +186,40 @@ def download_check(*, grant_id: int, user_id: int, file_id: int, link_id: str, i
     The licence rule is ``access.selectors.licence_acceptance_required``'s: the highest published
     version of the release's licence must have been accepted.
     """
-    since = timezone.now() - datetime.timedelta(seconds=settings.DOWNLOAD_LIMIT_WINDOW_SECONDS)
-    params = {"grant": grant_id, "user": user_id, "file": file_id, "link": link_id, "since": since, "yes": True,
+    params = {"grant": grant_id, "user": user_id, "file": file_id, "link": link_id, "since": _since(),
               "ip": connection.ops.adapt_ipaddressfield_value(ip)}
-    with connection.cursor() as cursor:
-        cursor.execute(DOWNLOAD_CHECK_SQL, params)
-        row = cursor.fetchone()
+    row = fetch_one(DOWNLOAD_CHECK, params)
+    return None if row is None else _download_check_from(row)
+
+
+def hub_download_check(*, token_hash: str, slug: str, revision: str, path: str, link_id: str,
+                       ip: str | None) -> tuple[HubToken, DownloadCheck] | None:
+    """``download_check`` for the Hub's resolve, keyed by what the request names, in the same one
+    query; None when the token, the release, a grant or the file is not there."""
+    params = {"token_hash": token_hash, "slug": slug, "revision": revision, "path": path, "main": "main",
+              "config": "config.json", "link": link_id, "since": _since(),
+              "ip": connection.ops.adapt_ipaddressfield_value(ip)}
+    row = fetch_one(HUB_DOWNLOAD_CHECK, params)
     if row is None:
         return None
+    check, (token_id, revoked_at, expires_at, last_used_at, scopes) = _download_check_from(row[:-5]), row[-5:]
+    token = HubToken(pk=token_id, revoked_at=_aware(revoked_at), expires_at=_aware(expires_at),
+                     last_used_at=_aware(last_used_at), scopes=json.loads(scopes) if isinstance(scopes, str) else scopes)
+    return token, check
+
+
+def _download_check_from(row) -> DownloadCheck:
     (grant_id, generation, revoked_at, expires_at, slug, latest_number, accepted, file_id, path, size, key,
-     integrity, file_release_id, grant_release_id, location, user_is_active, link_counted, counted, oldest) = row
+     integrity, sha256, file_release_id, grant_release_id, location, commit, user_id, user_is_active, link_counted,
+     counted, oldest) = row
     return DownloadCheck(
         grant_id=grant_id, grant_generation=generation, grant_revoked_at=_aware(revoked_at),
         grant_expires_at=_aware(expires_at), release_slug=slug, latest_licence_number=latest_number,
         latest_licence_accepted=bool(accepted), file_id=file_id, file_path=path or "", file_size=size,
-        file_storage_key=key or "", file_integrity=integrity or "", file_release_id=file_release_id,
-        grant_release_id=grant_release_id, variant_location=location or "", user_is_active=bool(user_is_active),
-        link_counted=bool(link_counted),
-        counted_links=counted or 0, oldest_counted_at=_aware(oldest),
+        file_storage_key=key or "", file_integrity=integrity or "", file_sha256=sha256 or "",
+        file_release_id=file_release_id, grant_release_id=grant_release_id, variant_location=location or "",
+        variant_commit=commit or "", user_id=user_id, user_is_active=bool(user_is_active),
+        link_counted=bool(link_counted), counted_links=counted or 0, oldest_counted_at=_aware(oldest),
     )
 
 

@@ -6,8 +6,8 @@ import datetime
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.shortcuts import redirect, render
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
+from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -15,10 +15,11 @@ from access.http import client_ip
 from access.selectors import release_access_for
 from access.services.vetting import SIGNAL_PROMISES
 from artifacts import hub, selectors
-from artifacts.fast_path import DECISION_KEY
 from artifacts.markdown import render_markdown
 from artifacts.services.downloads import Decision, ManifestRefused, download_authorize, manifest_issue
 from artifacts.storage import iter_chunks
+
+DECISION_KEY = "gatehouse.download_decision"  # set by artifacts.fast_path: the decision it took
 
 
 def release_list(request: HttpRequest) -> HttpResponse:
@@ -126,8 +127,8 @@ def download(request: HttpRequest, token: str) -> HttpResponse:
 
 
 def link_use(request: HttpRequest, token: str) -> Decision:
-    """Use the link ``token`` for this request (its Range included): what ``/dl/`` and the Hub's
-    ``resolve`` do, so both count, limit and serve downloads by the one rule."""
+    """Use the link ``token`` for this request (its Range included), by the download rule
+    (``download_authorize``) that the Hub's ``resolve`` follows too."""
     return download_authorize(
         token=token,
         range_header=request.headers.get("Range", ""),
@@ -139,7 +140,7 @@ def link_use(request: HttpRequest, token: str) -> Decision:
 def decision_response(request: HttpRequest, decision: Decision) -> HttpResponse:
     """A redirect to storage, the bytes, or the refusal explained."""
     if decision.status == 302:
-        return redirect(decision.redirect_url)
+        return HttpResponseRedirect(decision.redirect_url)
     if decision.status in (200, 206):
         return _stream(decision)
     return _refusal_response(request, decision)

@@ -41,8 +41,19 @@ def api_token_authenticate(*, raw: str) -> ApiToken:
     ``last_used_at`` is written at most once a minute, so a busy script does not write on every call.
     """
     token = ApiToken.objects.select_related("user").filter(token_hash=api_token_hash(raw)).first()
+    if token is None:
+        raise ApiTokenInvalid("Unknown API token.")
+    api_token_check(token, user_is_active=token.user.is_active)
+    return token
+
+
+def api_token_check(token: ApiToken, *, user_is_active: bool) -> None:
+    """The rule for using a token that was found (its holder active, not revoked, not expired);
+    raises ApiTokenInvalid saying why not. Notes the use (``last_used_at``) at most once a minute.
+    ``token`` may also be what a query read of one (``artifacts.selectors.HubToken``): its ``pk``,
+    ``revoked_at``, ``expires_at`` and ``last_used_at`` are all this reads."""
     now = timezone.now()
-    if token is None or not token.user.is_active:
+    if not user_is_active:
         raise ApiTokenInvalid("Unknown API token.")
     if token.revoked_at is not None:
         raise ApiTokenInvalid("This API token was revoked.")
@@ -51,7 +62,6 @@ def api_token_authenticate(*, raw: str) -> ApiToken:
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
-    return token
 
 
 def api_token_has_scope(token: ApiToken, scope: str) -> bool:

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from access.models import User
-from artifacts.links import LinkExpired, LinkInvalid, link_token_read, link_tokens_make
+from artifacts.links import LinkClaims, LinkExpired, LinkInvalid, link_token_read, link_tokens_make
 from artifacts.models import ArtifactFile, DownloadEvent, Release, Variant
 from access.selectors import grant_active_for, licence_acceptance_required
 from artifacts.selectors import DownloadCheck, download_check, downloads_counted_since
@@ -159,6 +159,14 @@ def download_authorize(*, token: str, range_header: str, ip: str | None, user_ag
                        "does this). Copy links from My access or use the download clients.")
     check = download_check(grant_id=claims.grant_id, user_id=claims.user_id, file_id=claims.file_id,
                            link_id=claims.link_id, ip=ip)
+    return download_decide(event=event, claims=claims, check=check, range_header=range_header)
+
+
+def download_decide(*, event: DownloadEvent, claims: LinkClaims, check: DownloadCheck | None,
+                    range_header: str) -> Decision:
+    """The download rule, for a link's ``claims`` and what ``download_check`` read for them: refuse
+    saying why, or count the download and say how to serve it. The event is recorded either way."""
+    O = DownloadEvent.Outcome
     if check is None or check.file_id is None or check.file_release_id != check.grant_release_id:
         return _refuse(event, 403, O.INVALID, "This download link does not match any file you have access to.")
     event.user_id, event.grant_id, event.file_id, event.link_id = (

@@ -105,3 +105,53 @@ def test_the_fast_path_refuses_links_of_a_deactivated_user_and_counts_fresh_rang
     user.save(update_fields=["is_active"])
     status, _, content = wsgi_get(first, Accept="application/json")
     assert status == 403 and b"revoked" in content
+
+
+def hub_token(user) -> str:
+    from access.services.tokens import api_token_create
+
+    return api_token_create(user=user, name="hf", days=30, scopes=["download"], created_with_mfa=False)[1]
+
+
+def test_a_hub_resolve_is_answered_as_a_dl_link_is_in_as_many_queries(signed_in, user, grant, s3_variant):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from artifacts import hub
+
+    bearer = f"Bearer {hub_token(user)}"
+    resolve = f"/gatehouse/opt-test/resolve/metaseq-mp2/{SHARD}"
+    hub.variant_commit(s3_variant)  # kept once the client has seen the repository
+    wsgi_get(resolve, Authorization=bearer)  # the token's first use of the minute also notes it
+    with CaptureQueriesContext(connection) as hub_queries:
+        status, headers, content = wsgi_get(resolve, Authorization=bearer, User_Agent="huggingface_hub/2")
+    url = link(signed_in)
+    with CaptureQueriesContext(connection) as dl_queries:
+        assert wsgi_get(url)[0] == 302
+    assert status == 302 and content == b"" and "X-Amz-Signature=" in headers["Location"]
+    file = s3_variant.files.get(path=SHARD)
+    assert headers["ETag"] == headers["X-Linked-Etag"] == f'"{file.sha256}"'
+    assert headers["X-Repo-Commit"] == hub.variant_commit(s3_variant) and headers["X-Linked-Size"] == str(file.size)
+    assert "no-store" in headers["Cache-Control"] and headers["X-Frame-Options"] == "DENY"
+    assert len(hub_queries) == len(dl_queries) == 2, [q["sql"][:60] for q in hub_queries]
+    assert DownloadEvent.objects.filter(file=file, outcome="redirected", user_agent="huggingface_hub/2").count() == 1
+
+
+def test_hub_refusals_and_local_streams_are_decided_once_and_explained_by_django(user, grant, local_variant,
+                                                                                weight_dir, settings):
+    from access.services.licences import licence_version_publish
+
+    bearer = f"Bearer {hub_token(user)}"
+    data = (weight_dir / SHARD).read_bytes()
+    resolve = f"/opt-test/resolve/metaseq-mp2/{SHARD}"
+    status, headers, content = wsgi_get(resolve, Authorization=bearer, Range="bytes=10-19")  # commit id not kept yet
+    assert status == 206 and content == data[10:20] and headers["X-Repo-Commit"]
+    status, headers, _ = wsgi_get("/opt-test/resolve/metaseq-mp2/no-such-file.pt", Authorization=bearer)
+    assert status == 404 and headers["X-Error-Code"] == "EntryNotFound"
+    status, headers, _ = wsgi_get(resolve, Authorization="Bearer gh_not-a-token")
+    assert status == 401
+    licence_version_publish(licence=grant.release.licence, text_markdown="# Terms v2", by=None)
+    status, headers, _ = wsgi_get(resolve, Authorization=bearer)
+    assert status == 403 and headers["X-Error-Code"] == "GatedRepo" and "Accept version 2" in headers["X-Error-Message"]
+    assert list(DownloadEvent.objects.order_by("pk").values_list("outcome", flat=True)) == [
+        "streamed", "licence_required"]
