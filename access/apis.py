@@ -5,8 +5,8 @@ from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from access import selectors
@@ -22,6 +22,7 @@ from access.serializers import (
     review_page_size,
 )
 from access.services import applications as application_services
+from portal.keyset import CursorInvalid, keyset_page
 
 
 class Conflict(exceptions.APIException):
@@ -118,11 +119,6 @@ class GrantListApi(APIView):
         return Response(GrantSerializer(selectors.grants_of(user=request.user), many=True).data)
 
 
-class ReviewPagination(PageNumberPagination):
-    def get_page_size(self, request) -> int:
-        return review_page_size()
-
-
 class ReviewApplicationListApi(APIView):
     permission_classes = [IsReviewer]
 
@@ -133,19 +129,26 @@ class ReviewApplicationListApi(APIView):
             ("release", "release slug"), ("country", "ISO 3166 code"),
             ("signal", "vetting signal code that is not green (e.g. embargo, email_domain)"),
             ("age", "overdue, within_sla or today"), ("assigned", "me or none"),
-            ("page", "page number (404 past the last page)")]],
+            ("cursor", "the page after or before another, as its next and previous links give it")]],
         responses={200: ReviewApplicationPageSerializer, **error_responses(400, 404)},
-        summary="The review queue, oldest first, a page at a time",
+        summary="The review queue, oldest first, a page at a time (follow next and previous)",
     )
     def get(self, request):
         filter_form = QueueFilterForm(request.query_params)
         if not filter_form.is_valid():
             raise exceptions.ValidationError({field: list(errors) for field, errors in filter_form.errors.items()})
         queue = selectors.review_queue(reviewer=request.user, **filter_form.filters())
-        paginator = ReviewPagination()
-        page = paginator.paginate_queryset(queue, request, view=self)
-        data = ReviewApplicationSerializer(page, many=True, context={"now": timezone.now()}).data
-        return paginator.get_paginated_response(data)
+        try:
+            page = keyset_page(queue, time_field="submitted_at", cursor=request.query_params.get("cursor", ""),
+                               size=review_page_size())
+        except CursorInvalid as error:
+            raise exceptions.ValidationError({"cursor": [str(error)]}) from None
+        url = request.build_absolute_uri()
+        return Response({
+            "next": replace_query_param(url, "cursor", page.next_cursor) if page.next_cursor else None,
+            "previous": replace_query_param(url, "cursor", page.previous_cursor) if page.previous_cursor else None,
+            "results": ReviewApplicationSerializer(page.rows, many=True, context={"now": timezone.now()}).data,
+        })
 
 
 def _review_action(function):

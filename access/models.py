@@ -271,6 +271,11 @@ class Application(models.Model):
             models.Index(fields=["release", "status", "submitted_at"]),
             models.Index(fields=["user", "release"]),
             models.Index(fields=["decided_at"]),
+            # The review queue's keyset pages (portal.keyset), oldest first, at any depth.
+            models.Index(fields=["submitted_at", "id"], name="access_app_pending_order",
+                         condition=models.Q(status__in=["submitted", "in_review"])),
+            models.Index(fields=["submitted_at", "id"], name="access_app_decided_order",
+                         condition=models.Q(status__in=["approved", "rejected", "withdrawn"])),
         ]
 
     def __str__(self) -> str:

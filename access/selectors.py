@@ -5,6 +5,7 @@ The download side and the playground call ``grant_active_for`` (or ``grants_acti
 """
 
 import statistics
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -306,9 +307,12 @@ QUEUE_STATUSES = [S.SUBMITTED, S.IN_REVIEW, S.NEEDS_INFO]
 
 def review_queue(*, reviewer: User, release: str = "", status: str = "", age: str = "", country: str = "",
                  signal: str = "", assigned: str = "", now=None) -> QuerySet[Application]:
-    """The queue, oldest first, filtered; every row's related objects in a constant number of queries."""
+    """The queue, oldest first (by ``submitted_at``, then pk: page it with ``portal.keyset``), filtered;
+    every row's related objects in a constant number of queries. Only submitted applications: a draft
+    withdrawn before submission was never a reviewer's."""
     now = now or timezone.now()
-    applications = Application.objects.select_related("user", "release", "institution", "assigned_to")
+    applications = Application.objects.filter(submitted_at__isnull=False).select_related(
+        "user", "release", "institution", "assigned_to")
     applications = applications.prefetch_related(
         Prefetch("signals", queryset=VettingSignal.objects.order_by("code"))
     )
@@ -370,31 +374,26 @@ EXPORT_FIELDS = ["id", "status", "applicant_email", "legal_name", "institution",
                  "vetting", "submitted_at", "decided_at", "decided_by", "decision_reason", "previous_application"]
 
 
-def review_export_rows(*, release: Release) -> list[dict]:
-    """A release's requests and decisions, for reviewers' CSV/JSON export."""
-    rows = []
+def review_export_rows(*, release: Release) -> Iterator[dict]:
+    """A release's requests and decisions, for reviewers' CSV/JSON export: read in chunks as they
+    are written out (plain values, not model instances), so that a million of them take no more
+    memory than a few thousand."""
+    columns = ["pk", "status", "user__email", "legal_name", "institution__name", "role", "sector", "country",
+               "orcid", "vetting", "submitted_at", "decided_at", "decided_by__email", "decision_reason",
+               "previous_application_id"]
     applications = (Application.objects.filter(release=release).exclude(status=S.DRAFT)
-                    .select_related("user", "institution", "decided_by").order_by("submitted_at", "pk"))
-    for application in applications:
-        rows.append({
-            "id": application.pk,
-            "status": application.status,
-            "applicant_email": application.user.email,
-            "legal_name": application.legal_name,
-            "institution": application.institution.name,
-            "role": application.role,
-            "sector": application.sector,
-            "country": application.country.code,
-            "orcid": application.orcid,
-            "vetting": application.vetting,
-            "submitted_at": application.submitted_at.isoformat() if application.submitted_at else "",
-            "decided_at": application.decided_at.isoformat() if application.decided_at else "",
-            "decided_by": application.decided_by.email if application.decided_by else (
-                "automatic" if application.status == S.APPROVED else ""),
-            "decision_reason": application.decision_reason,
-            "previous_application": application.previous_application_id or "",
-        })
-    return rows
+                    .order_by("submitted_at", "pk").values_list(*columns))
+    for (pk, status, email, legal_name, institution, role, sector, country, orcid, vetting, submitted_at,
+         decided_at, decided_by, reason, previous) in applications.iterator(chunk_size=2000):
+        yield {
+            "id": pk, "status": status, "applicant_email": email, "legal_name": legal_name,
+            "institution": institution, "role": role, "sector": sector, "country": country, "orcid": orcid,
+            "vetting": vetting,
+            "submitted_at": submitted_at.isoformat() if submitted_at else "",
+            "decided_at": decided_at.isoformat() if decided_at else "",
+            "decided_by": decided_by or ("automatic" if status == S.APPROVED else ""),
+            "decision_reason": reason, "previous_application": previous or "",
+        }
 
 
 # For the scheduled tasks -------------------------------------------------------------------------

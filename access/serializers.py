@@ -11,7 +11,8 @@ from access.models import (
     ANSWER_MAX_CHARS, INTENDED_USE_MAX_CHARS, PUBLICATIONS_MAX_CHARS, REASON_MAX_CHARS, Application, Grant,
     Institution, VettingSignal,
 )
-from access.selectors import median_time_to_decision, queue_position, sla_state
+from access.selectors import queue_position, sla_state
+from access.services.figures import expected_wait
 
 
 class ApplicationInputSerializer(serializers.Serializer):
@@ -93,7 +94,7 @@ class ApplicationDetailSerializer(ApplicationSerializer):
     def get_expected_wait_hours(self, application) -> float | None:
         if application.status not in Application.PENDING_STATUSES:
             return None
-        wait = median_time_to_decision(release=application.release)
+        wait = expected_wait(release=application.release)
         return round(wait.total_seconds() / 3600, 1) if wait is not None else None
 
 
@@ -153,9 +154,9 @@ class GrantSerializer(serializers.ModelSerializer):
 
 
 class ReviewApplicationPageSerializer(serializers.Serializer):
-    """One page of the review queue, as ``PageNumberPagination`` answers it."""
+    """One page of the review queue (keyset pages, ``portal.keyset``: no count, which would cost a
+    scan of every matching application)."""
 
-    count = serializers.IntegerField(help_text="Applications matching the filters, on all pages.")
     next = serializers.URLField(allow_null=True, help_text="The next page, or null on the last.")
     previous = serializers.URLField(allow_null=True, help_text="The previous page, or null on the first.")
     results = ReviewApplicationSerializer(many=True)

@@ -59,3 +59,11 @@ def notify_expired_grants_task() -> int:
     from access.services.grants import grant_notify_expired
 
     return sum(grant_notify_expired(grant=grant) for grant in grants_expired_unnotified())
+
+
+@shared_task(name="access.refresh_figures")
+def refresh_figures_task() -> int:
+    """Recompute the transparency page's figures and the releases' expected waits."""
+    from access.services.figures import figures_refresh
+
+    return figures_refresh()

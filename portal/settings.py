@@ -305,12 +305,14 @@ ACCESS_REFERENCE_EMAILS_PER_RECIPIENT_PER_DAY = env_int("ACCESS_REFERENCE_EMAILS
 ACCESS_API_TOKEN_MAX_DAYS = env_int("ACCESS_API_TOKEN_MAX_DAYS", 365)
 ACCESS_TRANSPARENCY_MIN_CELL = env_int("ACCESS_TRANSPARENCY_MIN_CELL", 5)
 ACCESS_REVIEW_PAGE_SIZE = env_int("ACCESS_REVIEW_PAGE_SIZE", 50)
+ACCESS_FIGURES_REFRESH_SECONDS = env_int("ACCESS_FIGURES_REFRESH_SECONDS", 300)
 
 CELERY_BEAT_SCHEDULE = {
     "access-review-digest": {"task": "access.send_review_digest", "schedule": crontab(hour=7, minute=0)},
     "access-grant-expiry-reminders": {"task": "access.send_grant_expiry_reminders",
                                       "schedule": crontab(hour=8, minute=0)},
     "access-grant-expiry-notices": {"task": "access.notify_expired_grants", "schedule": crontab(minute=15)},
+    "access-refresh-figures": {"task": "access.refresh_figures", "schedule": float(ACCESS_FIGURES_REFRESH_SECONDS)},
 }
 
 LOGGING = {

@@ -20,6 +20,7 @@ from access.services.applications import (
     PROFILE_FIELDS, application_create, application_problems, application_respond, application_submit,
     application_withdraw,
 )
+from access.services.figures import expected_wait
 from access.services.grants import grant_renew, grant_renewal_opens_at
 from access.services.licences import licence_accept
 from access.services.tokens import api_token_create, api_token_revoke
@@ -116,7 +117,7 @@ def _detail_response(request, application: Application, *, status: int = 200, **
         "application": application,
         "timeline": selectors.application_timeline(application=application),
         "queue_position": selectors.queue_position(application=application),
-        "expected_wait": selectors.median_time_to_decision(release=application.release),
+        "expected_wait": expected_wait(release=application.release),
         "blocking": selectors.blocking_signals(application=application),
         "needs_a_person": selectors.signals_needing_a_person(application=application)
         if application.status in Application.OPEN_STATUSES else [],

@@ -2,16 +2,15 @@
 
 from django.conf import settings
 from django.core import signing
-from django.core.cache import cache
 from django.shortcuts import render
 
-from access import selectors
 from access.errors import AccessError
 from access.http import client_ip
 from access.models import Application
 from access.services.applications import (
     application_reference_respond, reference_responder_problem, reference_token_load,
 )
+from access.services.figures import transparency_figures_kept
 
 
 def reference_respond(request, token: str):
@@ -45,13 +44,6 @@ def reference_respond(request, token: str):
     return render(request, "access/reference.html", {"application": application, "done": done}, status=status)
 
 
-TRANSPARENCY_CACHE_KEY = "access:transparency"
-
-
 def transparency(request):
-    figures = cache.get(TRANSPARENCY_CACHE_KEY)
-    if figures is None:
-        figures = selectors.transparency_figures()
-        cache.set(TRANSPARENCY_CACHE_KEY, figures, 600)
     return render(request, "access/transparency.html", {
-        "figures": figures, "minimum": settings.ACCESS_TRANSPARENCY_MIN_CELL})
+        "figures": transparency_figures_kept(), "minimum": settings.ACCESS_TRANSPARENCY_MIN_CELL})

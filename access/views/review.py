@@ -2,12 +2,12 @@
 
 import csv
 import json
+from collections.abc import Iterator
 
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse
+from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -27,6 +27,7 @@ from access.services.grants import grant_revoke
 from access.services.review import application_bulk_decide, application_note_add, reviewers
 from access.services.vetting import SIGNAL_LABELS
 from access.views.common import lookup_or_404, reviewer_required
+from portal.keyset import CursorInvalid, keyset_page
 
 DECISIONS = {"approve": application_approve, "reject": application_reject, "request_info": application_request_info}
 
@@ -37,22 +38,36 @@ DONE = {"approve": "approved", "reject": "rejected", "request_info": "sent back 
 def _queue_response(request, *, status: int = 200, bulk_form=None):
     filter_form = QueueFilterForm(request.GET)
     filters = filter_form.filters()
-    if filter_form.errors:
-        status = 400
+    errors = dict(filter_form.errors)
     now = timezone.now()
     queue = selectors.review_queue(reviewer=request.user, now=now, **filters)
-    page = Paginator(queue, settings.ACCESS_REVIEW_PAGE_SIZE).get_page(request.GET.get("page"))
-    for application in page.object_list:
+    try:
+        page = keyset_page(queue, time_field="submitted_at", cursor=request.GET.get("cursor", ""),
+                           size=settings.ACCESS_REVIEW_PAGE_SIZE)
+    except CursorInvalid as error:
+        errors["page"] = [str(error)]
+        page = keyset_page(queue, time_field="submitted_at", cursor="", size=settings.ACCESS_REVIEW_PAGE_SIZE)
+    if errors:
+        status = 400
+    for application in page.rows:
         application.sla = selectors.sla_state(application, now)
     query = request.GET.copy()
-    query.pop("page", None)
+    query.pop("cursor", None)
+    base = query.urlencode()
     return render(request, "access/review/queue.html", {
-        "page": page, "filters": filters, "filtered": any(filters.values()), "filter_errors": filter_form.errors,
-        "query": query.urlencode(),
+        "page": page, "filters": filters, "filtered": any(filters.values()), "filter_errors": errors,
+        "query": base, "first_url": f"?{base}",
+        "next_url": _with_cursor(request.path, base, page.next_cursor),
+        "previous_url": _with_cursor(request.path, base, page.previous_cursor),
         "releases": selectors.releases_all(),
         "statuses": Application.Status.choices, "signals": SIGNAL_LABELS, "countries": list(countries),
         "bulk_form": bulk_form or BulkDecisionForm(), "reason_templates": ReasonTemplate.objects.filter(kind="reject"),
     }, status=status)
+
+
+def _with_cursor(path: str, query: str, cursor: str) -> str:
+    """The queue page at ``cursor`` with the same filters ("" when there is no such page)."""
+    return f"{path}?{query}{'&' if query else ''}cursor={cursor}" if cursor else ""
 
 
 @reviewer_required
@@ -181,21 +196,40 @@ def spreadsheet_safe(value):
     return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
+class _Line:
+    """A file-like object that hands back what ``csv.writer`` writes, one line at a time."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_lines(rows) -> Iterator[str]:
+    writer = csv.DictWriter(_Line(), fieldnames=list(selectors.EXPORT_FIELDS))
+    yield writer.writeheader()
+    for row in rows:
+        yield writer.writerow({name: spreadsheet_safe(value) for name, value in row.items()})
+
+
+def _json_lines(release_slug: str, rows) -> Iterator[str]:
+    yield f'{{"release": {json.dumps(release_slug)}, "applications": [\n'
+    for number, row in enumerate(rows):
+        yield ("" if number == 0 else ",\n") + json.dumps(row)
+    yield "\n]}\n"
+
+
 @reviewer_required
 def review_export(request, release_slug: str, fmt: str):
+    """A release's requests and decisions as CSV or JSON, streamed as they are read (any size, in
+    constant memory)."""
     if fmt not in {"csv", "json"}:
         raise Http404("Export as .csv or .json.")
     release = lookup_or_404(selectors.release_by_slug, slug=release_slug)
     rows = selectors.review_export_rows(release=release)
     filename = f"{release.slug}-applications-{timezone.now():%Y%m%d}"
     if fmt == "json":
-        response = HttpResponse(json.dumps({"release": release.slug, "applications": rows}, indent=2),
-                                content_type="application/json")
+        response = StreamingHttpResponse(_json_lines(release.slug, rows), content_type="application/json")
     else:
-        response = HttpResponse(content_type="text/csv; charset=utf-8")
-        writer = csv.DictWriter(response, fieldnames=list(selectors.EXPORT_FIELDS))
-        writer.writeheader()
-        writer.writerows({name: spreadsheet_safe(value) for name, value in row.items()} for row in rows)
+        response = StreamingHttpResponse(_csv_lines(rows), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}.{fmt}"'
     return response
 

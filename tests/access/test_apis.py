@@ -154,6 +154,8 @@ def test_reviewers_list_filter_and_decide_through_the_api(reviewer_client, resea
     assert [item["id"] for item in only_fr["results"]] == [second.pk]
     bad = reviewer_client.get("/api/v1/review/applications/?status=lost")
     assert bad.status_code == 400 and "status" in bad.json()
+    edited = reviewer_client.get("/api/v1/review/applications/?cursor=bm90LWEtY3Vyc29y")
+    assert edited.status_code == 400 and "not valid" in edited.json()["cursor"][0]
 
     with run_on_commit():
         approved = reviewer_client.post(f"/api/v1/review/applications/{first.pk}/approve", {"reason": "Welcome"},
@@ -181,7 +183,7 @@ def test_the_review_list_uses_a_constant_number_of_queries(reviewer_client, rele
             apply(UserFactory(), release, legal_name=f"Person {index}", orcid="")
     with django_assert_max_num_queries(15):
         response = reviewer_client.get("/api/v1/review/applications/")
-    assert response.json()["count"] == 30
+    assert len(response.json()["results"]) == 30
 
 
 def test_reviewers_cannot_approve_their_own_application_through_the_api(reviewer_client, reviewer, release,
@@ -196,7 +198,7 @@ def test_a_staff_token_made_after_confirming_two_factor_can_review(reviewer, res
     with run_on_commit():
         application = apply(researcher, release)
     api = bearer(reviewer, scopes=["review"], created_with_mfa=True)
-    assert api.get("/api/v1/review/applications/").json()["count"] == 1
+    assert len(api.get("/api/v1/review/applications/").json()["results"]) == 1
     with run_on_commit():
         response = api.post(f"/api/v1/review/applications/{application.pk}/request-info",
                             {"reason": "Please add your ORCID."}, format="json")
@@ -327,3 +329,21 @@ def test_over_long_free_text_answers_400_naming_the_limit(researcher_client, res
     answer = researcher_client.post(f"/api/v1/applications/{application.pk}/respond", {"response": essay},
                                     content_type="application/json")
     assert answer.status_code == 400 and "5000 characters" in answer.json()["response"][0]
+
+
+def test_the_review_api_pages_by_next_and_previous_links_in_a_constant_number_of_queries(
+        reviewer_client, release, run_on_commit, settings, django_assert_max_num_queries):
+    settings.ACCESS_REVIEW_PAGE_SIZE = 4
+    with run_on_commit():
+        applied = [apply(UserFactory(), release, legal_name=f"Person {index}", orcid="") for index in range(10)]
+    pages, counts, url = [], [], "/api/v1/review/applications/"
+    while url:
+        with django_assert_max_num_queries(15) as captured:
+            page = reviewer_client.get(url).json()
+        counts.append(len(captured))
+        pages.append([item["id"] for item in page["results"]])
+        url = page["next"]
+    assert pages == [[a.pk for a in applied[i:i + 4]] for i in (0, 4, 8)]
+    assert len(set(counts)) == 1  # the same on every page: no count, no offset
+    back = reviewer_client.get(reviewer_client.get(page["previous"]).json()["previous"]).json()
+    assert [item["id"] for item in back["results"]] == pages[0] and back["previous"] is None

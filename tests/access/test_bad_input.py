@@ -36,14 +36,11 @@ def test_garbage_on_actions_and_queue_filters_never_answers_500(reviewer_client,
                                       {"response": value, "accept_licence": value, "signature_name": value},
                                       content_type="application/json")
             assert response.status_code < 500, (action, value, response.content[:300])
-    for query in ["status=x", "page=abc", "page=-1", "country=zzzz", "signal=%00", "age=1", "release=..",
-                  "assigned=x", "country=" + "0" * 5000]:
+    for query in ["status=x", "cursor=abc", "cursor=%00", "cursor=" + "A" * 5000, "country=zzzz", "signal=%00",
+                  "age=1", "release=..", "assigned=x", "country=" + "0" * 5000]:
         api = reviewer_client.get(f"/api/v1/review/applications/?{query}")
         page = reviewer_client.get(f"/review/?{query}")
-        if query.startswith("page"):  # the API says the page does not exist; the page shows the nearest one
-            assert (api.status_code, page.status_code) == (404, 200), query
-        else:
-            assert (api.status_code, page.status_code) == (400, 400), query
+        assert (api.status_code, page.status_code) == (400, 400), query
     for action in ["approve", "reject", "request-info"]:
         for value in GARBAGE:
             response = reviewer_client.post(f"/api/v1/review/applications/{application.pk}/{action}",

@@ -99,8 +99,35 @@ def test_vetting_a_closed_application_does_nothing(researcher, release):
 
 def test_the_beat_schedule_runs_the_digest_and_reminders_daily(settings):
     tasks = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
-    assert {"access.send_review_digest", "access.send_grant_expiry_reminders", "access.notify_expired_grants"} <= tasks
+    assert {"access.send_review_digest", "access.send_grant_expiry_reminders", "access.notify_expired_grants",
+            "access.refresh_figures"} <= tasks
     from portal.celery import app
 
     app.loader.import_default_modules()
     assert tasks <= set(app.tasks)
+
+
+def test_public_figures_are_shown_from_the_copy_the_beat_task_keeps(client, reviewer, release, run_on_commit,
+                                                                    django_assert_num_queries):
+    from django.core.cache import cache
+    from django.urls import reverse
+
+    from access.services.figures import expected_wait
+    from access.tasks import refresh_figures_task
+
+    cache.clear()
+    with run_on_commit():
+        decided = [apply(UserFactory(), release, orcid="", legal_name=f"Person {index}") for index in range(5)]
+    for application in decided:
+        application_approve(application=application, by=reviewer)
+    assert refresh_figures_task() >= 1
+    with django_assert_num_queries(0):  # the kept figures: no application is read
+        before = client.get(reverse("access:transparency")).content.decode()
+        assert expected_wait(release=release) is not None
+    with run_on_commit():
+        late = apply(UserFactory(), release, orcid="", legal_name="Late Person")
+    application_approve(application=late, by=reviewer)
+    assert "approved <strong>5</strong>" in before
+    assert "approved <strong>5</strong>" in client.get(reverse("access:transparency")).content.decode()
+    refresh_figures_task()
+    assert "approved <strong>6</strong>" in client.get(reverse("access:transparency")).content.decode()

@@ -284,14 +284,28 @@ def test_the_queue_is_oldest_first_with_age_badges_and_filters(reviewer_client, 
                                                  {"release": open_release.slug}).content.decode()
 
 
-def test_the_queue_page_uses_a_constant_number_of_queries(reviewer_client, release, run_on_commit,
-                                                          django_assert_max_num_queries):
-    for index in range(25):
-        with run_on_commit():
-            apply(UserFactory(), release, legal_name=f"Person {index}", orcid="")
-    with django_assert_max_num_queries(15):
-        response = reviewer_client.get(reverse("access:review_queue"))
-    assert "25 applications" in response.content.decode()
+def test_the_queue_is_paged_by_next_and_previous_links_in_a_constant_number_of_queries(
+        reviewer_client, release, run_on_commit, settings, django_assert_max_num_queries):
+    settings.ACCESS_REVIEW_PAGE_SIZE = 10
+    with run_on_commit():
+        names = [apply(UserFactory(), release, legal_name=f"Person {index:02}", orcid="").legal_name
+                 for index in range(25)]
+    seen, url, counts = [], reverse("access:review_queue") + "?country=GB", []
+    while url:
+        with django_assert_max_num_queries(15) as captured:
+            body = reviewer_client.get(url).content.decode()
+        counts.append(len(captured))
+        seen.append(re.findall(r"Person \d\d", body))
+        following = re.search(r'<a href="([^"]+)" rel="next">', body)
+        url = following and following.group(1).replace("&amp;", "&")
+    assert seen == [names[:10], names[10:20], names[20:]]
+    assert len(set(counts)) == 1  # the same on the last page as on the first: no count, no offset
+    previous = re.search(r'<a href="([^"]+)" rel="prev">', body).group(1).replace("&amp;", "&")
+    assert "country=GB" in previous
+    assert re.findall(r"Person \d\d", reviewer_client.get(previous).content.decode()) == names[10:20]
+    edited = reviewer_client.get(reverse("access:review_queue") + "?cursor=bm90LWEtY3Vyc29y")
+    assert edited.status_code == 400 and "This page link is not valid" in edited.content.decode()
+    assert "Person 00" in edited.content.decode()  # and the first page instead
 
 
 def test_signal_filter_finds_applications_needing_a_look(reviewer_client, release, run_on_commit):
@@ -402,11 +416,12 @@ def test_export_a_release_s_requests_and_decisions(reviewer_client, reviewer, re
         application = apply(UserFactory(), release, orcid="")
     application_reject(application=application, by=reviewer, reason="No.")
     as_csv = reviewer_client.get(reverse("access:review_export", args=[release.slug, "csv"]))
-    rows = list(csv.DictReader(io.StringIO(as_csv.content.decode())))
+    assert as_csv.streaming  # read and written a chunk at a time, whatever the size
+    rows = list(csv.DictReader(io.StringIO(as_csv.getvalue().decode())))
     assert rows[0]["status"] == "rejected" and rows[0]["decision_reason"] == "No."
     assert rows[0]["decided_by"] == reviewer.email
     assert reviewer_client.get(f"/review/export/{release.slug}.xml").status_code == 404
-    as_json = json.loads(reviewer_client.get(reverse("access:review_export", args=[release.slug, "json"])).content)
+    as_json = json.loads(reviewer_client.get(reverse("access:review_export", args=[release.slug, "json"])).getvalue())
     assert as_json["applications"][0]["id"] == application.pk
 
 
@@ -415,11 +430,11 @@ def test_the_csv_export_shows_formulas_typed_by_applicants_as_text(reviewer_clie
         application = apply(UserFactory(), release, legal_name='=HYPERLINK("http://evil.example","x")', orcid="")
     application_reject(application=application, by=reviewer, reason="+cmd|' /C calc'!A0")
     as_csv = reviewer_client.get(reverse("access:review_export", args=[release.slug, "csv"]))
-    [row] = list(csv.DictReader(io.StringIO(as_csv.content.decode())))
+    [row] = list(csv.DictReader(io.StringIO(as_csv.getvalue().decode())))
     assert row["legal_name"] == '\'=HYPERLINK("http://evil.example","x")'
     assert row["decision_reason"] == "'+cmd|' /C calc'!A0"
     assert row["status"] == "rejected"  # ordinary cells are untouched
-    as_json = json.loads(reviewer_client.get(reverse("access:review_export", args=[release.slug, "json"])).content)
+    as_json = json.loads(reviewer_client.get(reverse("access:review_export", args=[release.slug, "json"])).getvalue())
     assert as_json["applications"][0]["legal_name"].startswith("=HYPERLINK")  # JSON is data, not a sheet
 
 
