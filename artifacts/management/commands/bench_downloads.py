@@ -31,6 +31,7 @@ from artifacts.models import ArtifactFile, DownloadEvent, Release, Variant
 from artifacts.services.downloads import manifest_issue
 
 RELEASE_SLUG = "bench-opt-175b"
+SCALE_AGENT = "bench-scale"  # the user agent of the events --events adds
 WRK_SCRIPT = """
 local urls = {%s}
 local counter = 0
@@ -60,6 +61,9 @@ class Command(BaseCommand):
         parser.add_argument("--hub-requests", type=int, default=500,
                             help="requests each through /dl/ and the Hub's resolve, alternated (0: skip)")
         parser.add_argument("--skip-wrk", action="store_true", help="skip the wrk throughput run")
+        parser.add_argument("--events", type=int, default=0,
+                            help="also time the link check and the manifest with this many other download events "
+                                 "in the table against none, side by side (the events are kept for later runs)")
 
     def handle(self, *args, **options):
         if connection.vendor != "postgresql":
@@ -68,6 +72,8 @@ class Command(BaseCommand):
         self.stdout.write(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                           f"Python {platform.python_version()}, PostgreSQL via {settings.DATABASES['default']['HOST']}")
         self._bench_manifest(user, variant, options["manifest_runs"])
+        if options["events"]:
+            self._bench_at_scale(user, variant, options["events"])
         if options["hub_requests"]:
             self._bench_hub_against_dl(user, variant, options)
         if not options["skip_wrk"]:
@@ -114,6 +120,82 @@ class Command(BaseCommand):
             f"Manifest of {len(manifest['files'])} files: median {statistics.median(timings):.1f} ms, "
             f"p95 {timings[int(len(timings) * 0.95) - 1]:.1f} ms over {runs} runs (server time, in process)"
         )
+
+    def _bench_at_scale(self, user, variant, events: int) -> None:
+        """The link check, a whole /dl/ decision and the manifest with no other download events in
+        the table, then with ``events`` of them (other researchers' downloads of the same files)."""
+        with connection.cursor() as cursor:  # an earlier run's, removed to time an empty table first
+            cursor.execute("DELETE FROM artifacts_downloadevent WHERE user_agent = %s", [SCALE_AGENT])
+        _analyze()
+        empty = self._time_hot_paths(user, variant)
+        started = time.perf_counter()
+        self._scale_events_add(variant, events)
+        _analyze()
+        self.stdout.write(f"{events:,} other download events in the table ({time.perf_counter() - started:.0f} s to "
+                          "put them there; they stay for other runs to use)")
+        full = self._time_hot_paths(user, variant)
+        self.stdout.write(f"{'':26} {'no other events':>16} {f'{events:,} events':>16} {'ratio':>7}")
+        for name in empty:
+            self.stdout.write(f"{name:26} {empty[name]:>13.3f} ms {full[name]:>13.3f} ms {full[name] / empty[name]:>6.2f}x")
+
+    @staticmethod
+    def _time_hot_paths(user, variant) -> dict[str, float]:
+        """Medians, in process: the /dl/ link check (one query), a whole /dl/ decision (check, count,
+        presign, record) and the manifest of the variant."""
+        from artifacts.services.downloads import download_authorize
+        from artifacts.selectors import download_check
+
+        DownloadEvent.objects.filter(user=user).delete()
+        links = [entry["url"].rsplit("/", 1)[1] for entry in
+                 manifest_issue(user=user, release=variant.release, variant=variant, base_url="")["files"]]
+        grant = Grant.objects.filter(user=user, release=variant.release, revoked_at=None).latest("expires_at")
+        file_ids = list(variant.files.order_by("path").values_list("pk", flat=True))
+        timings: dict[str, list[float]] = {"link check": [], "/dl/ decision": [], "manifest of 992 files": []}
+        for i in range(600):
+            started = time.perf_counter()
+            download_check(grant_id=grant.pk, user_id=user.pk, file_id=file_ids[i % len(file_ids)], link_id="x" * 16,
+                           ip="127.0.0.1")
+            timings["link check"].append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            decision = download_authorize(token=links[i % len(links)], range_header="", ip="127.0.0.1", user_agent="")
+            timings["/dl/ decision"].append((time.perf_counter() - started) * 1000)
+            if decision.status != 302:
+                raise CommandError(f"/dl/ answered {decision.status}: {decision.message}")
+        for _ in range(15):
+            started = time.perf_counter()
+            manifest_issue(user=user, release=variant.release, variant=variant, base_url="")
+            timings["manifest of 992 files"].append((time.perf_counter() - started) * 1000)
+        return {name: statistics.median(values[len(values) // 10:]) for name, values in timings.items()}
+
+    @staticmethod
+    def _scale_events_add(variant, events: int) -> None:
+        """Other researchers (with grants of their own) downloading the variant's files over the last
+        90 days, a third of the events counted as downloads."""
+        release = variant.release
+        version = LicenceVersion.objects.filter(licence=release.licence).latest("number")
+        User.objects.bulk_create([User(email=f"scale{i}@bench.gatehouse.example", password="!") for i in range(1000)],
+                                 ignore_conflicts=True)
+        researchers = list(User.objects.filter(email__startswith="scale", email__endswith="@bench.gatehouse.example"))
+        Grant.objects.bulk_create([
+            Grant(user=researcher, release=release, licence_version=version,
+                  expires_at=timezone.now() + datetime.timedelta(days=365))
+            for researcher in researchers if not researcher.grants.exists()])
+        grants = dict(Grant.objects.filter(user__in=researchers).values_list("user_id", "pk"))
+        user_ids = list(grants)
+        file_ids = list(variant.files.values_list("pk", flat=True))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """INSERT INTO artifacts_downloadevent
+                       (user_id, grant_id, file_id, link_id, counts_as_download, at, ip, user_agent, range_header,
+                        outcome)
+                   SELECT users.ids[1 + n %% cardinality(users.ids)], grants.ids[1 + n %% cardinality(grants.ids)],
+                          files.ids[1 + (n / 7) %% cardinality(files.ids)], md5(n::text)::varchar(16), n %% 3 = 0,
+                          now() - (n %% 7776000) * interval '1 second', '10.0.0.1'::inet, %s, '', %s
+                     FROM generate_series(%s, %s) AS n,
+                          (SELECT %s::bigint[] AS ids) users, (SELECT %s::bigint[] AS ids) grants,
+                          (SELECT %s::bigint[] AS ids) files""",
+                [SCALE_AGENT, DownloadEvent.Outcome.REDIRECTED, 1, events,
+                 user_ids, [grants[user_id] for user_id in user_ids], file_ids])
 
     def _bench_redirects(self, user, variant, options) -> None:
         if not _which("wrk"):
