@@ -52,6 +52,8 @@ class User(AbstractUser):
 
     class Meta:
         constraints = [models.UniqueConstraint(Lower("email"), name="access_user_email_ci_unique")]
+        # Staff are a handful among a million applicants: finding them (reviewers, digests) reads this.
+        indexes = [models.Index(fields=["email"], name="access_user_staff", condition=models.Q(is_staff=True))]
 
     def __str__(self) -> str:
         return self.email
@@ -276,6 +278,11 @@ class Application(models.Model):
                          condition=models.Q(status__in=["submitted", "in_review"])),
             models.Index(fields=["submitted_at", "id"], name="access_app_decided_order",
                          condition=models.Q(status__in=["approved", "rejected", "withdrawn"])),
+            # ... and filtered by country, however few applications a country has.
+            models.Index(fields=["country", "submitted_at", "id"], name="access_app_pending_country",
+                         condition=models.Q(status__in=["submitted", "in_review"])),
+            models.Index(fields=["country", "submitted_at", "id"], name="access_app_decided_country",
+                         condition=models.Q(status__in=["approved", "rejected", "withdrawn"])),
         ]
 
     def __str__(self) -> str:
@@ -304,7 +311,12 @@ class VettingSignal(models.Model):
     class Meta:
         ordering = ["code"]
         constraints = [models.UniqueConstraint(fields=["application", "code"], name="access_signal_unique")]
-        indexes = [models.Index(fields=["code", "level"])]
+        indexes = [
+            models.Index(fields=["code", "level"]),
+            # The queue's signal filter: the few applications with a given signal that is not green.
+            models.Index(fields=["code", "application"], name="access_signal_attention",
+                         condition=~models.Q(level="green")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.code}: {self.level}"
