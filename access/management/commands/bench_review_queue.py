@@ -170,8 +170,10 @@ class Command(BaseCommand):
         urls = [
             ("queue page", reviewer_client, queue),
             ("queue page, filtered", reviewer_client, queue + "?country=DE&signal=email_domain"),
+            ("queue page, a filter nobody meets", reviewer_client, queue + "?country=IS&signal=embargo"),
             (f"queue page {deep_pages + 1}", reviewer_client, deep_queue),
             ("queue page, decided", reviewer_client, queue + "?status=decided"),
+            ("queue page, decided in Iceland", reviewer_client, queue + "?status=decided&country=IS"),
             ("review API list", reviewer_client, api),
             (f"review API list, page {deep_pages + 1}", reviewer_client, deep_api),
             ("application (reviewer)", reviewer_client, reverse("access:review_detail", args=[middle.pk])),
