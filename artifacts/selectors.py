@@ -47,6 +47,7 @@ def downloads_counted_since(*, user_id: int, variant_id: int) -> dict[int, int]:
     pairs = (
         DownloadEvent.objects.filter(user_id=user_id, file__variant_id=variant_id, counts_as_download=True, at__gte=since)
         .values_list("file_id", "link_id", "ip")
+        .order_by()  # no ordering column in the DISTINCT: one per (file, link, address)
         .distinct()
     )
     counts: dict[int, int] = {}
