@@ -1,4 +1,5 @@
-"""Benchmark: manifest of a 992-file release, and /dl/ redirects under gunicorn with wrk.
+"""Benchmark: manifest of a 992-file release, /dl/ redirects under gunicorn with wrk, the Hub's
+resolve against /dl/ (--hub-requests) and the download checks at scale (--events).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/gatehouse_bench python manage.py migrate
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/gatehouse_bench python manage.py bench_downloads
@@ -9,6 +10,8 @@ s3:// location so /dl/ answers with presigned redirects; presigning needs no S3 
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+import psycopg
 from django.db import connection
 from django.utils import timezone
 
@@ -63,11 +67,15 @@ class Command(BaseCommand):
         parser.add_argument("--skip-wrk", action="store_true", help="skip the wrk throughput run")
         parser.add_argument("--events", type=int, default=0,
                             help="also time the link check and the manifest with this many other download events "
-                                 "in the table against none, side by side (the events are kept for later runs)")
+                                 "in the table against an emptied copy of the database, side by side (the events "
+                                 "are kept for later runs)")
+        parser.add_argument("--timing-child", action="store_true", help=argparse.SUPPRESS)
 
     def handle(self, *args, **options):
         if connection.vendor != "postgresql":
             raise CommandError("Run the benchmark against PostgreSQL: set DATABASE_URL.")
+        if options["timing_child"]:
+            return self._serve_timings()
         user, variant = self._fixture(options["files"])
         self.stdout.write(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                           f"Python {platform.python_version()}, PostgreSQL via {settings.DATABASES['default']['HOST']}")
@@ -122,53 +130,76 @@ class Command(BaseCommand):
         )
 
     def _bench_at_scale(self, user, variant, events: int) -> None:
-        """The link check, a whole /dl/ decision and the manifest with no other download events in
-        the table, then with ``events`` of them (other researchers' downloads of the same files)."""
-        with connection.cursor() as cursor:  # an earlier run's, removed to time an empty table first
-            cursor.execute("DELETE FROM artifacts_downloadevent WHERE user_agent = %s", [SCALE_AGENT])
-        _analyze()
-        empty = self._time_hot_paths(user, variant)
-        started = time.perf_counter()
-        self._scale_events_add(variant, events)
-        _analyze()
-        self.stdout.write(f"{events:,} other download events in the table ({time.perf_counter() - started:.0f} s to "
-                          "put them there; they stay for other runs to use)")
-        full = self._time_hot_paths(user, variant)
-        self.stdout.write(f"{'':26} {'no other events':>16} {f'{events:,} events':>16} {'ratio':>7}")
-        for name in empty:
-            self.stdout.write(f"{name:26} {empty[name]:>13.3f} ms {full[name]:>13.3f} ms {full[name] / empty[name]:>6.2f}x")
-
-    @staticmethod
-    def _time_hot_paths(user, variant) -> dict[str, float]:
-        """Medians, in process: the /dl/ link check (one query), a whole /dl/ decision (check, count,
-        presign, record) and the manifest of the variant."""
-        from artifacts.services.downloads import download_authorize
-        from artifacts.selectors import download_check
-
+        """The link check, a whole /dl/ decision and the manifest against this database with
+        ``events`` other download events (other researchers' downloads of the same files) and
+        against a copy of it whose event table is empty, request by request in turn, each side going
+        first every other time: side by side, so that the machine's changing speed is the same for both."""
+        have = DownloadEvent.objects.filter(user_agent=SCALE_AGENT).count()
+        if have < events:
+            started = time.perf_counter()
+            self._scale_events_add(variant, have, events)
+            self.stdout.write(f"{events - have:,} other download events added in {time.perf_counter() - started:.0f} s "
+                              "(they stay for later runs)")
         DownloadEvent.objects.filter(user=user).delete()
+        _analyze()
+        events = DownloadEvent.objects.count()
+        empty_name = _empty_copy()
+        children = {"empty": _timing_child(empty_name), "full": _timing_child(settings.DATABASES["default"]["NAME"])}
+        try:
+            timings: dict[tuple[str, str], list[float]] = {}
+            steps = [(f"check {i}", "link check") for i in range(600)] + \
+                    [(f"decide {i}", "/dl/ decision") for i in range(600)] + \
+                    [("manifest", "manifest of 992 files") for _ in range(15)]
+            for number, (command, name) in enumerate(steps):
+                for side in (("empty", "full") if number % 2 else ("full", "empty")):
+                    child = children[side]
+                    child.stdin.write(command + "\n")
+                    child.stdin.flush()
+                    answer = child.stdout.readline().strip()
+                    if not answer.replace(".", "", 1).isdigit():
+                        raise CommandError(f"the {side} side failed: {answer or child.stderr.read()[-2000:]}")
+                    timings.setdefault((side, name), []).append(float(answer))
+        finally:
+            for child in children.values():
+                child.stdin.close()
+                child.wait(timeout=60)
+            _empty_copy_drop(empty_name)
+        medians = {key: statistics.median(values[len(values) // 10:]) for key, values in timings.items()}
+        self.stdout.write(f"{'':26} {'empty table':>16} {f'{events:,} events':>18} {'ratio':>7}")
+        for name in ("link check", "/dl/ decision", "manifest of 992 files"):
+            empty, full = medians[("empty", name)], medians[("full", name)]
+            self.stdout.write(f"{name:26} {empty:>13.3f} ms {full:>15.3f} ms {full / empty:>6.2f}x")
+
+    def _serve_timings(self) -> None:
+        """The child side of ``_bench_at_scale``: time what stdin asks for, one line each, in ms."""
+        from artifacts.selectors import download_check
+        from artifacts.services.downloads import download_authorize
+
+        user = User.objects.get(email="bench@gatehouse.example")
+        variant = Variant.objects.get(release__slug=RELEASE_SLUG, name="fsdp-raw")
+        grant = Grant.objects.filter(user=user, release=variant.release, revoked_at=None).latest("expires_at")
         links = [entry["url"].rsplit("/", 1)[1] for entry in
                  manifest_issue(user=user, release=variant.release, variant=variant, base_url="")["files"]]
-        grant = Grant.objects.filter(user=user, release=variant.release, revoked_at=None).latest("expires_at")
         file_ids = list(variant.files.order_by("path").values_list("pk", flat=True))
-        timings: dict[str, list[float]] = {"link check": [], "/dl/ decision": [], "manifest of 992 files": []}
-        for i in range(600):
+        for line in sys.stdin:
+            command, _, number = line.strip().partition(" ")
+            index = int(number or 0) % len(file_ids)
             started = time.perf_counter()
-            download_check(grant_id=grant.pk, user_id=user.pk, file_id=file_ids[i % len(file_ids)], link_id="x" * 16,
-                           ip="127.0.0.1")
-            timings["link check"].append((time.perf_counter() - started) * 1000)
-            started = time.perf_counter()
-            decision = download_authorize(token=links[i % len(links)], range_header="", ip="127.0.0.1", user_agent="")
-            timings["/dl/ decision"].append((time.perf_counter() - started) * 1000)
-            if decision.status != 302:
-                raise CommandError(f"/dl/ answered {decision.status}: {decision.message}")
-        for _ in range(15):
-            started = time.perf_counter()
-            manifest_issue(user=user, release=variant.release, variant=variant, base_url="")
-            timings["manifest of 992 files"].append((time.perf_counter() - started) * 1000)
-        return {name: statistics.median(values[len(values) // 10:]) for name, values in timings.items()}
+            if command == "check":
+                download_check(grant_id=grant.pk, user_id=user.pk, file_id=file_ids[index], link_id="x" * 16,
+                               ip="127.0.0.1")
+            elif command == "decide":
+                decision = download_authorize(token=links[index], range_header="", ip="127.0.0.1", user_agent="")
+                if decision.status != 302:
+                    raise CommandError(f"/dl/ answered {decision.status}: {decision.message}")
+            else:
+                manifest_issue(user=user, release=variant.release, variant=variant, base_url="")
+            sys.stdout.write(f"{(time.perf_counter() - started) * 1000:.4f}\n")
+            sys.stdout.flush()
+        DownloadEvent.objects.filter(user=user).delete()
 
     @staticmethod
-    def _scale_events_add(variant, events: int) -> None:
+    def _scale_events_add(variant, have: int, events: int) -> None:
         """Other researchers (with grants of their own) downloading the variant's files over the last
         90 days, a third of the events counted as downloads."""
         release = variant.release
@@ -194,7 +225,7 @@ class Command(BaseCommand):
                      FROM generate_series(%s, %s) AS n,
                           (SELECT %s::bigint[] AS ids) users, (SELECT %s::bigint[] AS ids) grants,
                           (SELECT %s::bigint[] AS ids) files""",
-                [SCALE_AGENT, DownloadEvent.Outcome.REDIRECTED, 1, events,
+                [SCALE_AGENT, DownloadEvent.Outcome.REDIRECTED, have + 1, events,
                  user_ids, [grants[user_id] for user_id in user_ids], file_ids])
 
     def _bench_redirects(self, user, variant, options) -> None:
@@ -313,6 +344,53 @@ def _analyze() -> None:
     through the timings."""
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
+
+
+def _empty_copy() -> str:
+    """A copy of this database (PostgreSQL copies its files: seconds) whose download events are gone."""
+    name = settings.DATABASES["default"]["NAME"]
+    copy = f"{name}_empty_events"
+    connection.close()
+    with _maintenance_cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{copy}"')
+        for attempt in range(30):  # autovacuum may be in the source for a moment
+            try:
+                cursor.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{name}"')
+                break
+            except psycopg.errors.ObjectInUse:
+                time.sleep(1)
+        else:
+            raise CommandError(f"Could not copy {name}: other sessions are using it.")
+    with psycopg.connect(_url_of(copy), autocommit=True) as empty:
+        empty.execute("TRUNCATE artifacts_downloadevent")
+        empty.execute("VACUUM ANALYZE")
+    return copy
+
+
+def _empty_copy_drop(copy: str) -> None:
+    with _maintenance_cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{copy}"')
+
+
+def _url_of(dbname: str) -> str:
+    """DATABASE_URL with another database's name."""
+    return os.environ["DATABASE_URL"].split("?")[0].rsplit("/", 1)[0] + f"/{dbname}"
+
+
+@contextlib.contextmanager
+def _maintenance_cursor():
+    with psycopg.connect(_url_of("postgres"), autocommit=True) as maintenance:
+        yield maintenance.cursor()
+
+
+def _timing_child(dbname: str) -> subprocess.Popen:
+    env = dict(os.environ, DATABASE_URL=_url_of(dbname), DEBUG="0", DOWNLOAD_LIMIT_PER_FILE="1000000000",
+               LOG_LEVEL="WARNING")
+    env.setdefault("S3_ACCESS_KEY_ID", settings.S3_ACCESS_KEY_ID or "bench-access-key")
+    env.setdefault("S3_SECRET_ACCESS_KEY", settings.S3_SECRET_ACCESS_KEY or "bench-secret-key")
+    return subprocess.Popen([sys.executable, "manage.py", "bench_downloads", "--timing-child"], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=settings.BASE_DIR)
 
 
 def _timed_get(port: int, path: str, headers: str) -> tuple[float, int]:
