@@ -178,7 +178,12 @@ class Command(BaseCommand):
             (f"review API list, page {deep_pages + 1}", reviewer_client, deep_api),
             ("application (reviewer)", reviewer_client, reverse("access:review_detail", args=[middle.pk])),
             ("status page (applicant)", applicant_client, reverse("access:application_detail", args=[middle.pk])),
+            ("application API (applicant)", applicant_client, reverse("access:api_application",
+                                                                 args=[middle.pk])),
             ("My access", applicant_client, reverse("access:my_access")),
+            ("home page (applicant)", applicant_client, "/"),
+            ("apply page", applicant_client, reverse("access:apply")),
+            ("release page (applicant)", applicant_client, reverse("artifacts:release_detail", args=[release.slug])),
             ("transparency page", Client(HTTP_HOST="localhost"), reverse("access:transparency")),
         ]
         results = {}
