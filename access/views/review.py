@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_countries import countries
@@ -56,18 +57,19 @@ def _queue_response(request, *, status: int = 200, bulk_form=None):
     base = query.urlencode()
     return render(request, "access/review/queue.html", {
         "page": page, "filters": filters, "filtered": any(filters.values()), "filter_errors": errors,
-        "query": base, "first_url": f"?{base}",
-        "next_url": _with_cursor(request.path, base, page.next_cursor),
-        "previous_url": _with_cursor(request.path, base, page.previous_cursor),
+        "query": base, "first_url": f"{reverse('access:review_queue')}?{base}",
+        "next_url": _with_cursor(base, page.next_cursor),
+        "previous_url": _with_cursor(base, page.previous_cursor),
         "releases": selectors.releases_all(),
         "statuses": Application.Status.choices, "signals": SIGNAL_LABELS, "countries": list(countries),
         "bulk_form": bulk_form or BulkDecisionForm(), "reason_templates": ReasonTemplate.objects.filter(kind="reject"),
     }, status=status)
 
 
-def _with_cursor(path: str, query: str, cursor: str) -> str:
-    """The queue page at ``cursor`` with the same filters ("" when there is no such page)."""
-    return f"{path}?{query}{'&' if query else ''}cursor={cursor}" if cursor else ""
+def _with_cursor(query: str, cursor: str) -> str:
+    """The queue page at ``cursor`` with the same filters ("" when there is no such page); also from
+    the bulk decision's page, which is answered at another address."""
+    return f"{reverse('access:review_queue')}?{query}{'&' if query else ''}cursor={cursor}" if cursor else ""
 
 
 @reviewer_required

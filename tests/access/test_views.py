@@ -306,6 +306,8 @@ def test_the_queue_is_paged_by_next_and_previous_links_in_a_constant_number_of_q
     edited = reviewer_client.get(reverse("access:review_queue") + "?cursor=bm90LWEtY3Vyc29y")
     assert edited.status_code == 400 and "This page link is not valid" in edited.content.decode()
     assert "Person 00" in edited.content.decode()  # and the first page instead
+    refused_bulk = reviewer_client.post(reverse("access:review_bulk"), {}).content.decode()  # the queue, with errors
+    assert re.search(r'<a href="([^"]+)" rel="next">', refused_bulk).group(1).startswith(reverse("access:review_queue") + "?")
 
 
 def test_signal_filter_finds_applications_needing_a_look(reviewer_client, release, run_on_commit):
