@@ -130,7 +130,7 @@ class ReviewApplicationListApi(APIView):
             ("signal", "vetting signal code that is not green (e.g. embargo, email_domain)"),
             ("age", "overdue, within_sla or today"), ("assigned", "me or none"),
             ("cursor", "the page after or before another, as its next and previous links give it")]],
-        responses={200: ReviewApplicationPageSerializer, **error_responses(400, 404)},
+        responses={200: ReviewApplicationPageSerializer, **error_responses(400)},
         summary="The review queue, oldest first, a page at a time (follow next and previous)",
     )
     def get(self, request):

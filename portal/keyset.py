@@ -33,9 +33,10 @@ def _encode(direction: str, at: datetime, pk: int) -> str:
 def _decode(cursor: str) -> tuple[str, datetime, int]:
     try:
         direction, at, pk = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|")
-        if direction not in ("n", "p"):
-            raise ValueError(direction)
-        return direction, datetime.fromisoformat(at), int(pk)
+        moment, number = datetime.fromisoformat(at), int(pk)
+        if direction not in ("n", "p") or moment.tzinfo is None or not 0 < number < 2**63:
+            raise ValueError(cursor)
+        return direction, moment, number
     except (ValueError, UnicodeDecodeError, binascii.Error) as error:
         raise CursorInvalid("This page link is not valid: go back to the first page.") from error
 

@@ -1,5 +1,6 @@
 """Keyset pages: every row once, in order, forward and back, ties included; edited cursors refused."""
 
+import base64
 from datetime import timedelta
 
 import pytest
@@ -41,7 +42,16 @@ def test_pages_go_forward_and_back_through_every_row_once_in_order():
     assert _page(back.previous_cursor).previous_cursor == ""
 
 
-@pytest.mark.parametrize("cursor", ["not base64!", "bm90LWEtY3Vyc29y", "eHwyMDI2LTAxLTAxfDE"])
+def _encoded(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("cursor", [
+    "not base64!", _encoded("not-a-cursor"), _encoded("x|2026-01-01|1"),
+    _encoded("n|2026-01-01T00:00:00+00:00|" + "9" * 30),  # a pk past bigint (the database would fail)
+    _encoded("n|2026-01-01T00:00:00|5"),  # a time without its zone
+    _encoded("x|2026-01-01T00:00:00+00:00|5"),  # an unknown direction
+])
 def test_a_cursor_it_did_not_make_is_refused(cursor):
     with pytest.raises(CursorInvalid):
         _page(cursor)

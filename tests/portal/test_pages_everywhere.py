@@ -240,3 +240,41 @@ def test_errors_states_and_helpers_work_in_the_browser(journey, live_server):
             assert reviewer.locator("#reason").input_value() == first.get_attribute("data-text")
         finally:
             browser.close()
+
+
+def test_a_reviewer_pages_through_the_queue_on_a_phone_and_a_desktop(journey, live_server, settings):
+    """Next and Previous work in the browser (keyset pages), and the paged queue fits a phone and passes axe."""
+    from django.utils import timezone
+
+    settings.ACCESS_REVIEW_PAGE_SIZE = 2
+    for index in range(5):
+        application = application_for(UserFactory(), journey["release"], "submitted")
+        application.legal_name = f"Queued Person {index}"
+        application.submitted_at = timezone.now() - timezone.timedelta(days=5 - index)
+        application.save()
+    problems = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport=PHONE, bypass_csp=True).new_page()
+            sign_in(page, live_server.url, journey["reviewer"].email, journey["secret"])
+            page.goto(f"{live_server.url}/review/")
+            seen = [re.findall(r"Queued Person \d", page.content())]
+            while page.get_by_role("link", name="Next").count():
+                page.get_by_role("link", name="Next").click()
+                page.wait_for_load_state()
+                seen.append(re.findall(r"Queued Person \d", page.content()))
+            for size in (PHONE, DESKTOP):
+                page.set_viewport_size(size)
+                if size is PHONE and page.evaluate("document.documentElement.scrollWidth") > PHONE["width"]:
+                    problems.append(f"the last queue page is wider than a phone: {wider_than_the_screen(page)}")
+                problems += [f"at {size['width']} px: {v}" for v in serious_violations(page)]
+                page.reload()
+            page.get_by_role("link", name="Previous").click()
+            page.wait_for_load_state()
+            back = re.findall(r"Queued Person \d", page.content())
+        finally:
+            browser.close()
+    assert seen == [["Queued Person 0", "Queued Person 1"], ["Queued Person 2", "Queued Person 3"], ["Queued Person 4"]]
+    assert back == ["Queued Person 2", "Queued Person 3"]
+    assert not problems, "\n".join(problems)
