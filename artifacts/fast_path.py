@@ -88,18 +88,27 @@ class DownloadLinkFastPath:
         return HttpResponseRedirect(decision.redirect_url)
 
     def _hub_redirect_or_none(self, request: WSGIRequest, *, path: str) -> HttpResponse | None:
-        match = None
-        if path.startswith(self.hub_prefix):
-            match = next(filter(None, (route.resolve(path[len(self.hub_prefix):]) for route in self.hub_routes)), None)
-        if match is None:
+        kwargs = self._hub_resolve_arguments(path)
+        if kwargs is None:
             return None
-        kwargs = match.kwargs
         repo_id = f"{kwargs['namespace']}/{kwargs['repo']}" if kwargs.get("namespace") else kwargs["repo"]
         fetched = hub_views.resolve_fetch(request, repo_id=repo_id, revision=kwargs["revision"], path=kwargs["path"])
         if not fetched or fetched.decision.status != 302:
             request.META[hub_views.HUB_FETCH_KEY] = fetched or False
             return None
         return hub_views.fetched_response(request, fetched)
+
+    def _hub_resolve_arguments(self, path: str) -> dict | None:
+        """The view's arguments when ``path`` is a Hub ``resolve`` URL (None otherwise): what the URL
+        resolver would pass, matched against the resolve patterns alone."""
+        if not path.startswith(self.hub_prefix):
+            return None
+        rest = path[len(self.hub_prefix):]
+        for route in self.hub_routes:
+            match = route.pattern.match(rest)
+            if match:
+                return {**route.default_args, **match[2]}
+        return None
 
 
 def _hub_resolve_routes() -> tuple[str, list[URLPattern]]:

@@ -7,6 +7,7 @@ renewing a grant bumps its generation, which kills every link issued before.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -70,9 +71,15 @@ def link_tokens_make(*, user_id: int, grant_id: int, generation: int, file_ids: 
 def hub_link_id(*, token_hash: str, slug: str, path: str, day: str) -> str:
     """The link id of a file fetched through the Hub's resolve: the same all ``day`` for this token,
     release and path, so that a client's retries and resumes stay one download."""
-    digest = hmac.new(force_bytes(settings.SECRET_KEY), force_bytes(f"{SALT}:hub:{token_hash}:{slug}:{path}:{day}"),
-                      hashlib.sha256)
+    digest = _keyed_mac(settings.SECRET_KEY).copy()
+    digest.update(force_bytes(f"{SALT}:hub:{token_hash}:{slug}:{path}:{day}"))
     return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=4)
+def _keyed_mac(key: str):
+    """An HMAC-SHA256 keyed with ``key`` and nothing hashed yet: copied for each message."""
+    return hmac.new(force_bytes(key), digestmod=hashlib.sha256)
 
 
 def link_token_read(token: str, *, max_age: int) -> LinkClaims:

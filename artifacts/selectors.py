@@ -89,73 +89,105 @@ class DownloadCheck:
     oldest_counted_at: datetime.datetime | None
 
 
-# The keys (grant, user, file) come from a one-row ``keys`` table: given by a link's claims for /dl/,
-# found from the API token, release, revision and path for the Hub's resolve. The body is the same.
-_DOWNLOAD_CHECK_BODY = """
-SELECT g.id, g.generation, g.revoked_at, g.expires_at, r.slug, lv.number,
+# Both checks read the same facts under the same aliases: the grant g, its user u and release r, the
+# licence version in force lv, the file f and its variant v, and the counted downloads of the file.
+# They differ in how they find those rows: by the ids a link's claims carry (/dl/), or by the names a
+# Hub request carries (the API token, release, revision and path), each row looked up once.
+_CHECK_COLUMNS = """g.id, g.generation, g.revoked_at, g.expires_at, r.slug, lv.number,
        EXISTS (SELECT 1 FROM access_licenceacceptance a
                 WHERE a.user_id = g.user_id AND a.licence_version_id = lv.id),
        f.id, f.path, f.size, f.storage_key, f.integrity, f.sha256, v.release_id, g.release_id, v.location,
-       v.content_commit, u.id, u.is_active, counted.this_link, counted.downloads, counted.oldest{extra_columns}
+       v.content_commit, u.id, u.is_active, {counted}"""
+
+_LICENCE_IN_FORCE = """LEFT JOIN access_licenceversion lv ON lv.licence_id = r.licence_id AND lv.number =
+       (SELECT MAX(latest.number) FROM access_licenceversion latest
+         WHERE latest.licence_id = r.licence_id AND latest.published_at IS NOT NULL)"""
+
+# The counted downloads of the file by the user in the limit window: whether this link was counted
+# from this address, how many (link, address) pairs were, and the oldest. They are found through the
+# partial index of counted downloads (user, file, at) whatever the statistics say: ``e.counts_as_download``
+# is in the text, not a parameter, which a prepared statement's generic plan could not match to the
+# index's condition.
+_COUNTED_VALUES = ("""MAX(CASE WHEN e.link_id = %(link)s AND (e.ip = %(ip)s OR (e.ip IS NULL AND %(ip)s IS NULL))
+                         THEN 1 ELSE 0 END)""",
+                   "COUNT(DISTINCT e.link_id || '|' || COALESCE(CAST(e.ip AS TEXT), ''))",
+                   "MIN(e.at)")
+_COUNTED_ROWS = """FROM artifacts_downloadevent e
+              WHERE e.user_id = {user} AND e.file_id = {file} AND e.counts_as_download AND e.at >= %(since)s"""
+_COUNTED_TABLE_COLUMNS = "counted.this_link, counted.downloads, counted.oldest"
+_COUNTING = (("link", "text"), ("since", "timestamptz"), ("ip", "inet"))
+
+
+def _counted_table(*, user: str, file: str) -> str:
+    this_link, downloads, oldest = _COUNTED_VALUES
+    return (f"(SELECT {this_link} AS this_link, {downloads} AS downloads, {oldest} AS oldest\n"
+            f"               {_COUNTED_ROWS.format(user=user, file=file)}) counted")
+
+
+# The link's keys are a one-row table; the counted downloads take them as scalar subqueries, computed
+# first and then looked up in the index.
+DOWNLOAD_CHECK = PreparedQuery(
+    name="gatehouse_download_check",
+    sql=f"""
+WITH keys AS (SELECT %(grant)s AS grant_id, %(user)s AS user_id, %(file)s AS file_id)
+SELECT {_CHECK_COLUMNS.format(counted=_COUNTED_TABLE_COLUMNS)}
   FROM keys k
   JOIN access_grant g ON g.id = k.grant_id AND g.user_id = k.user_id
   JOIN access_user u ON u.id = g.user_id
   JOIN artifacts_release r ON r.id = g.release_id
-  LEFT JOIN access_licenceversion lv ON lv.licence_id = r.licence_id AND lv.number =
-       (SELECT MAX(latest.number) FROM access_licenceversion latest
-         WHERE latest.licence_id = r.licence_id AND latest.published_at IS NOT NULL)
+  {_LICENCE_IN_FORCE}
   LEFT JOIN artifacts_artifactfile f ON f.id = k.file_id
   LEFT JOIN artifacts_variant v ON v.id = f.variant_id
- CROSS JOIN (SELECT MAX(CASE WHEN e.link_id = %(link)s AND (e.ip = %(ip)s OR (e.ip IS NULL AND %(ip)s IS NULL))
-                                THEN 1 ELSE 0 END) AS this_link,
-                    COUNT(DISTINCT e.link_id || '|' || COALESCE(CAST(e.ip AS TEXT), '')) AS downloads,
-                    MIN(e.at) AS oldest
-               FROM artifacts_downloadevent e
-              WHERE e.user_id = (SELECT user_id FROM keys) AND e.file_id = (SELECT file_id FROM keys)
-                AND e.counts_as_download AND e.at >= %(since)s) counted
-"""
-
-# The counted downloads are found through the partial index of counted downloads (user, file, at)
-# whatever the statistics say: the keys are scalar subqueries (computed first, then looked up in the
-# index), and ``e.counts_as_download`` is in the text, not a parameter, which a prepared statement's
-# generic plan could not match to the index's condition.
-_COUNTING = (("link", "text"), ("since", "timestamptz"), ("ip", "inet"))
-
-DOWNLOAD_CHECK = PreparedQuery(
-    name="gatehouse_download_check",
-    sql=("WITH keys AS (SELECT %(grant)s AS grant_id, %(user)s AS user_id, %(file)s AS file_id)"
-         + _DOWNLOAD_CHECK_BODY.format(extra_columns="")),
+ CROSS JOIN {_counted_table(user="(SELECT user_id FROM keys)", file="(SELECT file_id FROM keys)")}
+""",
     parameters=(("grant", "bigint"), ("user", "bigint"), ("file", "bigint"), *_COUNTING),
 )
 
-# The Hub's keys: the token's holder, their grant for the release (an unrevoked one first; the
-# check judges it), and the file at ``path`` in the revision: the variant of that name or commit id,
-# or for ``main`` the first variant by name in Hugging Face's layout (``artifacts.hub.hub_revision``).
-_HUB_DOWNLOAD_CHECK_SQL = """
-WITH keys AS (
-  SELECT t.user_id AS user_id, t.id AS token_id, t.revoked_at AS token_revoked_at,
-         t.expires_at AS token_expires_at, t.last_used_at AS token_last_used_at, t.scopes AS token_scopes,
-         (SELECT g.id FROM access_grant g WHERE g.user_id = t.user_id AND g.release_id = r.id
-           ORDER BY CASE WHEN g.revoked_at IS NULL THEN 0 ELSE 1 END, g.expires_at DESC LIMIT 1) AS grant_id,
-         COALESCE(
-           (SELECT f.id FROM artifacts_variant v
-              JOIN artifacts_artifactfile f ON f.variant_id = v.id AND f.path = %(path)s
-             WHERE v.release_id = r.id AND %(revision)s <> %(main)s
-               AND (v.name = %(revision)s OR v.content_commit = %(revision)s) LIMIT 1),
-           (SELECT f.id FROM artifacts_artifactfile f
-             WHERE %(revision)s = %(main)s AND f.path = %(path)s
-               AND f.variant_id = (SELECT c.variant_id FROM artifacts_artifactfile c
-                                     JOIN artifacts_variant layout ON layout.id = c.variant_id
-                                    WHERE layout.release_id = r.id AND c.path = %(config)s
-                                    ORDER BY layout.name LIMIT 1))) AS file_id
-    FROM access_apitoken t
-    JOIN artifacts_release r ON r.slug = %(slug)s AND r.is_listed
-   WHERE t.token_hash = %(token_hash)s)""" + _DOWNLOAD_CHECK_BODY.format(
-    extra_columns=", k.token_id, k.token_revoked_at, k.token_expires_at, k.token_last_used_at, k.token_scopes")
+# The Hub's rows: the token's holder, their grant for the release (an unrevoked one first; the check
+# judges it), and the file at ``path`` in the revision: the variant of that name or commit id, or for
+# ``main`` the first variant by name in Hugging Face's layout (``artifacts.hub.hub_revision``).
+_HOLDERS_GRANT = """FROM access_grant candidate WHERE candidate.user_id = t.user_id AND candidate.release_id = r.id
+                 ORDER BY CASE WHEN candidate.revoked_at IS NULL THEN 0 ELSE 1 END, candidate.expires_at DESC LIMIT 1"""
+_REVISIONS_VARIANT = """FROM artifacts_variant named
+                      WHERE named.release_id = r.id
+                        AND CASE WHEN %(revision)s = %(main)s
+                                 THEN EXISTS (SELECT 1 FROM artifacts_artifactfile c
+                                               WHERE c.variant_id = named.id AND c.path = %(config)s)
+                                 ELSE named.name = %(revision)s OR named.content_commit = %(revision)s END
+                      ORDER BY named.name LIMIT 1"""
+_HUB_TOKEN_COLUMNS = "t.id, t.revoked_at, t.expires_at, t.last_used_at, t.scopes"
+_HUB_TOKEN_AND_RELEASE = """FROM access_apitoken t
+  JOIN access_user u ON u.id = t.user_id
+  JOIN artifacts_release r ON r.slug = %(slug)s AND r.is_listed"""
 
 HUB_DOWNLOAD_CHECK = PreparedQuery(
     name="gatehouse_hub_download_check",
-    sql=_HUB_DOWNLOAD_CHECK_SQL,
+    # Each row is found once, the grant, variant and counted downloads as LATERAL subqueries of the
+    # rows found before them.
+    sql=f"""
+SELECT {_CHECK_COLUMNS.format(counted=_COUNTED_TABLE_COLUMNS)}, {_HUB_TOKEN_COLUMNS}
+  {_HUB_TOKEN_AND_RELEASE}
+  JOIN LATERAL (SELECT candidate.* {_HOLDERS_GRANT}) g ON TRUE
+  {_LICENCE_IN_FORCE}
+  LEFT JOIN LATERAL (SELECT named.id, named.release_id, named.location, named.content_commit
+                       {_REVISIONS_VARIANT}) v ON TRUE
+  LEFT JOIN artifacts_artifactfile f ON f.variant_id = v.id AND f.path = %(path)s
+ CROSS JOIN LATERAL {_counted_table(user="t.user_id", file="f.id")}
+ WHERE t.token_hash = %(token_hash)s
+""",
+    # SQLite: the grant and variant by their ids, found by correlated subqueries, and each counted value
+    # as a subquery of its own.
+    sqlite_sql=f"""
+SELECT {_CHECK_COLUMNS.format(counted=", ".join(
+           f"(SELECT {value} {_COUNTED_ROWS.format(user='t.user_id', file='f.id')})" for value in _COUNTED_VALUES))},
+       {_HUB_TOKEN_COLUMNS}
+  {_HUB_TOKEN_AND_RELEASE}
+  JOIN access_grant g ON g.id = (SELECT candidate.id {_HOLDERS_GRANT})
+  {_LICENCE_IN_FORCE}
+  LEFT JOIN artifacts_variant v ON v.id = (SELECT named.id {_REVISIONS_VARIANT})
+  LEFT JOIN artifacts_artifactfile f ON f.variant_id = v.id AND f.path = %(path)s
+ WHERE t.token_hash = %(token_hash)s
+""",
     parameters=(("token_hash", "text"), ("slug", "text"), ("revision", "text"), ("path", "text"), ("main", "text"),
                 ("config", "text"), *_COUNTING),
 )

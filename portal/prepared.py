@@ -2,7 +2,8 @@
 
 The download checks join a dozen tables; PostgreSQL spends longer planning them than running them
 (about 3 ms against 0.7 ms on a 2-core machine). A ``PreparedQuery`` is written once with
-``%(name)s`` placeholders and runs as it is on SQLite; on PostgreSQL it is ``PREPARE``d the first
+``%(name)s`` placeholders and runs as it is on SQLite (in its SQLite text where PostgreSQL's uses
+LATERAL, which SQLite lacks); on PostgreSQL it is ``PREPARE``d the first
 time a connection runs it (prepared statements outlive transactions, not connections) and then
 ``EXECUTE``d. A pooler that shares server connections between clients in transaction mode
 (PgBouncer before 1.21) cannot keep them: connect the portal to PostgreSQL directly or in session mode.
@@ -25,6 +26,7 @@ class PreparedQuery:
     name: str
     sql: str
     parameters: tuple[tuple[str, str], ...]  # (placeholder, PostgreSQL type), in the order of $1, $2, …
+    sqlite_sql: str = ""  # the same rows in SQLite's dialect, where ``sql`` uses what SQLite lacks (LATERAL)
 
     def prepare_statement(self) -> str:
         numbers = {name: f"${index}" for index, (name, _) in enumerate(self.parameters, start=1)}
@@ -39,7 +41,7 @@ def fetch_one(query: PreparedQuery, params: dict) -> tuple | None:
     """The query's first row (None when there is none)."""
     with connection.cursor() as cursor:
         if connection.vendor != "postgresql":
-            cursor.execute(query.sql, params)
+            cursor.execute(query.sqlite_sql or query.sql, params)
             return cursor.fetchone()
         names = _prepared_on.setdefault(connection.connection, set())
         if query.name not in names:

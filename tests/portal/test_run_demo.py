@@ -1,5 +1,6 @@
 """`make run` (scripts/run-demo.sh): the demo serves a completion through the production processes
-(its own Redis, uvicorn, Celery with beat, the GPU worker on CPU), and Ctrl-C stops all of them."""
+(its own Redis, uvicorn, Celery with beat, the GPU worker on CPU) and a file through the Hub
+endpoint, and Ctrl-C stops all of them."""
 
 import json
 import os
@@ -87,7 +88,7 @@ def test_the_demo_answers_a_completion_and_ctrl_c_stops_everything_it_started(tm
             "from access.services.tokens import api_token_create\n"
             "application = Application.objects.get(user__email='researcher@gatehouse.example')\n"
             "application_approve(application=application, by=User.objects.get(email='reviewer@gatehouse.example'))\n"
-            "print(api_token_create(user=application.user, name='demo', days=1, scopes=['inference'],"
+            "print(api_token_create(user=application.user, name='demo', days=1, scopes=['inference', 'download'],"
             " created_with_mfa=False)[1])")],
             cwd=ROOT, env={**env, "REDIS_URL": redis_url}, capture_output=True, text=True, timeout=120)
         assert grant.returncode == 0, grant.stderr
@@ -98,6 +99,11 @@ def test_the_demo_answers_a_completion_and_ctrl_c_stops_everything_it_started(tm
         completion = json.load(urllib.request.urlopen(request, timeout=60))
         assert completion["choices"][0]["finish_reason"] == "length"
         assert completion["usage"]["completion_tokens"] == 8
+        # The Hub endpoint on the demo's SQLite and local storage: the file itself, with its headers.
+        config = urllib.request.urlopen(urllib.request.Request(
+            base + "/gatehouse/opt-demo/resolve/main/config.json",
+            headers={"Authorization": f"Bearer {grant.stdout.split()[-1]}"}), timeout=30)
+        assert config.headers["X-Repo-Commit"] and json.load(config)["model_type"] == "opt"
         assert spoofed_addresses_still_hit_the_per_address_login_limit(base)
     finally:
         if demo.poll() is None:
