@@ -127,7 +127,6 @@ def _counted_table(*, user: str, file: str) -> str:
 # The link's keys are a one-row table; the counted downloads take them as scalar subqueries, computed
 # first and then looked up in the index.
 DOWNLOAD_CHECK = PreparedQuery(
-    name="gatehouse_download_check",
     sql=f"""
 WITH keys AS (SELECT %(grant)s AS grant_id, %(user)s AS user_id, %(file)s AS file_id)
 SELECT {_CHECK_COLUMNS.format(counted=_COUNTED_TABLE_COLUMNS)}
@@ -155,13 +154,12 @@ _REVISIONS_VARIANT = """FROM artifacts_variant named
                                                WHERE c.variant_id = named.id AND c.path = %(config)s)
                                  ELSE named.name = %(revision)s OR named.content_commit = %(revision)s END
                       ORDER BY named.name LIMIT 1"""
-_HUB_TOKEN_COLUMNS = "t.id, t.revoked_at, t.expires_at, t.last_used_at, t.scopes"
+_HUB_TOKEN_COLUMNS = "t.id, t.revoked_at, t.expires_at, t.last_used_at, CAST(t.scopes AS TEXT)"  # JSON text: the cheaper load
 _HUB_TOKEN_AND_RELEASE = """FROM access_apitoken t
   JOIN access_user u ON u.id = t.user_id
   JOIN artifacts_release r ON r.slug = %(slug)s AND r.is_listed"""
 
 HUB_DOWNLOAD_CHECK = PreparedQuery(
-    name="gatehouse_hub_download_check",
     # Each row is found once, the grant, variant and counted downloads as LATERAL subqueries of the
     # rows found before them.
     sql=f"""

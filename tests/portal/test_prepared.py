@@ -1,5 +1,7 @@
 """Prepared hot queries: planned once per server connection, the same rows as the plain query."""
 
+import datetime
+
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
@@ -8,18 +10,16 @@ from portal.prepared import PreparedQuery, fetch_one
 from tests.factories import UserFactory
 
 USERS_NAMED = PreparedQuery(
-    name="gatehouse_test_users_named",
-    sql="SELECT COUNT(*), MAX(%(label)s) FROM access_user WHERE email = %(email)s OR id = %(id)s",
+    sql="SELECT COUNT(*), MAX(%(label)s), MAX(date_joined) FROM access_user WHERE email = %(email)s OR id = %(id)s",
     parameters=(("label", "text"), ("email", "text"), ("id", "bigint")),
 )
 
 
-def test_the_statement_numbers_placeholders_in_the_order_of_the_parameters():
-    assert USERS_NAMED.prepare_statement() == (
-        "PREPARE gatehouse_test_users_named (text, text, bigint) AS "
-        "SELECT COUNT(*), MAX($1) FROM access_user WHERE email = $2 OR id = $3"
+def test_each_parameter_is_cast_to_its_declared_type():
+    assert USERS_NAMED.typed_sql == (
+        "SELECT COUNT(*), MAX(CAST(%(label)s AS text)), MAX(date_joined) FROM access_user "
+        "WHERE email = CAST(%(email)s AS text) OR id = CAST(%(id)s AS bigint)"
     )
-    assert USERS_NAMED.execute_statement() == "EXECUTE gatehouse_test_users_named (%s, %s, %s)"
 
 
 @pytest.mark.django_db
@@ -29,32 +29,58 @@ def test_a_query_answers_as_its_plain_sql_does():
     with connection.cursor() as cursor:
         cursor.execute(USERS_NAMED.sql, params)
         plain = cursor.fetchone()
-    assert fetch_one(USERS_NAMED, params) == plain == (1, "found")
-    assert fetch_one(USERS_NAMED, {"label": "id", "email": "nobody@example.org", "id": user.pk}) == (1, "id")
-    assert fetch_one(USERS_NAMED, {"label": "x", "email": "nobody@example.org", "id": -1}) == (0, None)
+    assert fetch_one(USERS_NAMED, params) == plain
+    assert plain[:2] == (1, "found") and plain[2] == user.date_joined
+    assert plain[2].utcoffset() == datetime.timedelta(0)  # times come back aware, in UTC, as the ORM's do
+    assert fetch_one(USERS_NAMED, {"label": "id", "email": "nobody@example.org", "id": user.pk})[:2] == (1, "id")
+    assert fetch_one(USERS_NAMED, {"label": "x", "email": "nobody@example.org", "id": -1}) == (0, None, None)
+
+
+def prepared_statements() -> list[tuple]:
+    """The protocol-level prepared statements of this connection that run USERS_NAMED."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT from_sql, generic_plans + custom_plans FROM pg_prepared_statements "
+                       "WHERE statement LIKE %s", ["%FROM access_user WHERE email = CAST($% AS text)%"])
+        return cursor.fetchall()
 
 
 @pytest.mark.django_db(transaction=True)  # no test transaction around it: the connection can be closed
-def test_postgresql_prepares_once_per_connection_even_across_rollbacks():
+def test_postgresql_prepares_once_per_connection_and_again_after_a_rollback():
     if connection.vendor != "postgresql":
         pytest.skip("prepared statements are PostgreSQL's")
     connection.close()
     params = {"label": "x", "email": "nobody@example.org", "id": -1}
-    with CaptureQueriesContext(connection) as first:
+    with CaptureQueriesContext(connection) as logged:
         fetch_one(USERS_NAMED, params)
-    with transaction.atomic():  # a rolled-back transaction keeps the statement
+    assert [query["sql"] for query in logged.captured_queries] == [  # logged and counted like any query
+        USERS_NAMED.typed_sql.replace("%(label)s", "$1").replace("%(email)s", "$2").replace("%(id)s", "$3")]
+    assert prepared_statements() == [(False, 1)]
+    for _ in range(5):
+        assert fetch_one(USERS_NAMED, params) == (0, None, None)
+    assert prepared_statements() == [(False, 6)]  # one statement, planned once, run six times
+    with transaction.atomic():  # psycopg forgets its statements at a rollback (it may have undone DDL) ...
         sid = transaction.savepoint()
         fetch_one(USERS_NAMED, params)
         transaction.savepoint_rollback(sid)
-    with CaptureQueriesContext(connection) as later:
-        fetch_one(USERS_NAMED, params)
-    assert [query["sql"].split()[0] for query in first.captured_queries] == ["PREPARE", "EXECUTE"]
-    assert [query["sql"].split()[0] for query in later.captured_queries] == ["EXECUTE"]
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT name FROM pg_prepared_statements WHERE name = %s", [USERS_NAMED.name])
-        assert cursor.fetchall() == [(USERS_NAMED.name,)]
+    for _ in range(2):
+        assert fetch_one(USERS_NAMED, params) == (0, None, None)
+    assert prepared_statements() == [(False, 2)]  # ... and prepares them once more
 
-    connection.close()  # a new server connection has none: it prepares again
-    with CaptureQueriesContext(connection) as reconnected:
-        assert fetch_one(USERS_NAMED, params) == (0, None)
-    assert [query["sql"].split()[0] for query in reconnected.captured_queries] == ["PREPARE", "EXECUTE"]
+    connection.close()  # a new server connection has none until it runs the query
+    assert prepared_statements() == []
+    assert fetch_one(USERS_NAMED, params) == (0, None, None)
+    assert prepared_statements() == [(False, 1)]
+
+
+@pytest.mark.django_db
+def test_other_queries_are_not_prepared():
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    fetch_one(USERS_NAMED, {"label": "x", "email": "nobody@example.org", "id": -1})
+    for _ in range(10):  # more than psycopg's usual threshold for preparing a repeated query
+        assert not UserFactory._meta.model.objects.filter(email="nobody@example.org").exists()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        statements = [row[0] for row in cursor.fetchall()]
+    assert any("FROM access_user WHERE email = CAST($2 AS text)" in statement for statement in statements)
+    assert not any('"access_user"' in statement for statement in statements)
