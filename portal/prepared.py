@@ -58,6 +58,7 @@ def fetch_one(query: PreparedQuery, params: dict) -> tuple | None:
         with connection.cursor() as cursor:
             cursor.execute(query.sqlite_sql or query.sql, params)
             return cursor.fetchone()
+    connection.close_if_health_check_failed()  # as Django opens its own cursors
     connection.ensure_connection()
     connection.validate_thread_sharing()
     server = connection.connection
