@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 import os
 import random
 import re
@@ -27,21 +26,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from portal.percentiles import percentile
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPLY = "BENCH "
 
 # -- arithmetic -----------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0-1), interpolating linearly between the closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    if not ordered:
-        raise ValueError("no values")
-    position = (len(ordered) - 1) * q
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def latency_ms(seconds: list[float]) -> dict:

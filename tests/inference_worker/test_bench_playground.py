@@ -8,16 +8,6 @@ import pytest
 from inference_worker import bench_playground as bp
 
 
-def test_percentiles_interpolate_between_the_closest_ranks():
-    values = [float(v) for v in range(10, 0, -1)]  # 10..1, unsorted on purpose
-    assert bp.percentile(values, 0.5) == pytest.approx(5.5)
-    assert bp.percentile(values, 0.9) == pytest.approx(9.1)
-    assert bp.percentile(values, 0.0) == 1 and bp.percentile(values, 1.0) == 10
-    assert bp.percentile([7.0], 0.95) == 7.0
-    with pytest.raises(ValueError):
-        bp.percentile([], 0.5)
-
-
 def test_latencies_are_summarised_in_milliseconds():
     figures = bp.latency_ms([0.010, 0.030, 0.020, 0.040, 0.100])
     assert figures["n"] == 5

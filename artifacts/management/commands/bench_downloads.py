@@ -33,6 +33,7 @@ from django.utils import timezone
 from access.models import Grant, LicenceAcceptance, LicenceVersion, Licence, User
 from artifacts.models import ArtifactFile, DownloadEvent, Release, Variant
 from artifacts.services.downloads import manifest_issue
+from portal.percentiles import percentile
 
 RELEASE_SLUG = "bench-opt-175b"
 SCALE_AGENT = "bench-scale"  # the user agent of the events --events adds
@@ -126,7 +127,7 @@ class Command(BaseCommand):
         timings.sort()
         self.stdout.write(
             f"Manifest of {len(manifest['files'])} files: median {statistics.median(timings):.1f} ms, "
-            f"p95 {timings[int(len(timings) * 0.95) - 1]:.1f} ms over {runs} runs (server time, in process)"
+            f"p95 {percentile(timings, 0.95):.1f} ms over {runs} runs (server time, in process)"
         )
 
     def _bench_at_scale(self, user, variant, events: int) -> None:
@@ -313,7 +314,7 @@ class Command(BaseCommand):
         medians = {name: statistics.median(values) for name, values in timings.items()}
         for name, values in timings.items():
             values.sort()
-            p95 = values[int(len(values) * 0.95) - 1]
+            p95 = percentile(values, 0.95)
             self.stdout.write(f"{name}: median {medians[name]:.2f} ms, p95 {p95:.2f} ms over {len(values)} sequential "
                               "requests")
         self.stdout.write(f"Hub resolve / /dl/ link, medians: {medians['Hub resolve'] / medians['/dl/ link']:.2f}x "
